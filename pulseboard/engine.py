@@ -1,0 +1,525 @@
+"""The windowed aggregation engine: batches in, open and final window values out. No I/O.
+
+Semantics (DESIGN.md, "Semantics"):
+
+- **Stream time** is the largest event time seen. When input goes idle, ``advance(now_ms)`` moves
+  it on with the wall clock: after an advance that saw no new events, stream time is at least the
+  largest event time plus the wall time elapsed since the last advance that did see events.
+- **Lateness** is decided event by event, in arrival order: an event is late for a metric when
+  the bucket it falls in is already final given the events that arrived before it (in earlier
+  batches or earlier in the same batch), so splitting a stream into batches never changes it.
+  Late events count in no window of that metric and come out of ``advance`` on the late channel.
+- **Duplicates**: an event id counts once for as long as it is remembered, which is at least the
+  dedupe horizon (the largest window plus the lateness) after its event time. A copy arriving
+  later than that is late for every metric anyway, so it can only reach the late channel.
+- **Labels**: each metric keeps at most ``max_label_sets`` distinct ``group_by`` label sets; events
+  of further label sets are counted under one set whose every label is ``__other__``, and
+  ``overflow_events`` counts them.
+- ``snapshot()`` and ``Engine.restore()`` capture everything above, so a restored engine fed the
+  rest of the stream gives exactly what one uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from pulseboard.aggregates import Aggregator, get_aggregator, make_distinct
+from pulseboard.config import Config, MetricSpec
+from pulseboard.errors import StateError
+from pulseboard.events import Batch, TypeBatch
+from pulseboard.windows import bucket_start_ms, final_ends
+
+OTHER = "__other__"
+SNAPSHOT_VERSION = 1
+Value = int | float | None
+Status = Literal["open", "final"]
+_NO_TIME = -(2**62)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowValue:
+    """The aggregate of one metric, for one label set, over ``[window_start_ms, window_end_ms)``."""
+
+    metric: str
+    labels: dict[str, Any]
+    window_start_ms: int
+    window_end_ms: int
+    value: Value
+    status: Status
+    state: Any = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    """An event that arrived after its bucket of ``metric`` became final.
+
+    ``value`` is the field the metric aggregates (None for a plain count); applying it to the
+    window ``[window_start_ms, window_end_ms)`` with that label set is what reconciliation does.
+    """
+
+    metric: str
+    labels: dict[str, Any]
+    window_start_ms: int
+    window_end_ms: int
+    event_id: str
+    time_ms: int
+    value: Any
+
+
+@dataclass(slots=True)
+class Tick:
+    """What one ``advance`` produced."""
+
+    stream_time_ms: int
+    final: list[WindowValue]
+    late: list[LateEvent]
+    changed: set[str]
+    """Metrics whose open windows changed since the previous advance."""
+
+
+class _Metric:
+    """The open buckets of one metric and its label sets."""
+
+    def __init__(self, spec: MetricSpec, agg: Aggregator, lateness_ms: int) -> None:
+        self.spec = spec
+        self.agg = agg
+        self.bucket_ms = spec.bucket_ms
+        self.lateness_ms = lateness_ms
+        self.labels: list[tuple[Any, ...]] = []
+        self.label_ids: dict[tuple[Any, ...], int] = {}
+        self.other_id: int | None = None
+        self.overflow_events = 0
+        self.buckets: dict[int, dict[int, Any]] = {}
+        self.final_through_ms = _NO_TIME  # every window ending at or before this was emitted final
+
+    def signature(self) -> list[Any]:
+        s = self.spec
+        where = s.where.text if s.where is not None else None
+        return [s.event, s.agg, s.field, s.window_ms, s.every_ms, list(s.group_by), where]
+
+    def label_dict(self, label_id: int) -> dict[str, Any]:
+        return dict(zip(self.spec.group_by, self.labels[label_id], strict=True))
+
+    def label_codes(self, keys: list[Any] | None, n: int) -> npt.NDArray[np.int64]:
+        """Label ids for a batch's label keys, admitting new label sets in arrival order up to
+        the cap. A key is the field's value for one ``group_by`` field, else a tuple; ``keys``
+        is None for a metric without ``group_by``."""
+        ids = self.label_ids
+        if keys is None:
+            if not ids:
+                ids[()] = 0
+                self.labels.append(())
+            return np.zeros(n, dtype=np.int64)
+        new = [k for k in dict.fromkeys(keys) if k not in ids]
+        single = len(self.spec.group_by) == 1
+        for key in new:
+            if len(ids) >= self.spec.max_label_sets:
+                if self.other_id is None:
+                    self.other_id = len(self.labels)
+                    self.labels.append((OTHER,) * len(self.spec.group_by))
+                break
+            ids[key] = len(self.labels)
+            self.labels.append((key,) if single else key)
+        if self.other_id is None:
+            return np.fromiter(map(ids.__getitem__, keys), dtype=np.int64, count=n)
+        other = self.other_id
+        codes = np.fromiter((ids.get(k, other) for k in keys), dtype=np.int64, count=n)
+        self.overflow_events += int(np.count_nonzero(codes == other))
+        return codes
+
+    def restore_labels(self, labels: list[tuple[Any, ...]], other_id: int | None) -> None:
+        single = len(self.spec.group_by) == 1
+        self.labels = labels
+        self.other_id = other_id
+        self.label_ids = {(k[0] if single else k): i for i, k in enumerate(labels) if i != other_id}
+
+    def add_states(
+        self, buckets: npt.NDArray[np.int64], codes: npt.NDArray[np.int64], values: Any
+    ) -> None:
+        """Aggregate events (bucket index, label id, value) into the open buckets."""
+        width = len(self.labels)
+        low = int(buckets.min())
+        keys, inverse = _factorize((buckets - low) * width + codes)
+        states = self.agg.reduce_groups(inverse, len(keys), values)
+        merge = self.agg.merge
+        for key, state in zip(keys.tolist(), states, strict=True):
+            bucket, label = divmod(key, width)
+            slots = self.buckets.setdefault(low + bucket, {})
+            old = slots.get(label)
+            slots[label] = state if old is None else merge(old, state)
+
+    def finalize(self, stream_time_ms: int) -> list[WindowValue]:
+        """Emit every window that became final and drop buckets no open window needs."""
+        if not self.buckets:
+            self.final_through_ms = max(self.final_through_ms, stream_time_ms - self.lateness_ms)
+            return []
+        out: list[WindowValue] = []
+        step = self.bucket_ms
+        window = self.spec.window_ms
+        # the first window holding data ends one step after the first bucket's start, the last
+        # one ends ``window - step`` after the last bucket's end
+        after = max(self.final_through_ms, min(self.buckets) * step)
+        last = (max(self.buckets) + 1) * step + window - step
+        for end in final_ends(after, stream_time_ms, self.lateness_ms, step):
+            if end > last:
+                break
+            out.extend(self._window(end - window, end, "final"))
+        self.final_through_ms = max(self.final_through_ms, stream_time_ms - self.lateness_ms)
+        # a bucket is needed until the last window that holds it is final
+        horizon = (self.final_through_ms - window + step) // step
+        for bucket in [b for b in self.buckets if b < horizon]:
+            del self.buckets[bucket]
+        return out
+
+    def _window(self, start_ms: int, end_ms: int, status: Status) -> list[WindowValue]:
+        step = self.bucket_ms
+        merged: dict[int, Any] = {}
+        merge = self.agg.merge
+        for bucket in range(start_ms // step, end_ms // step):
+            for label, state in self.buckets.get(bucket, {}).items():
+                old = merged.get(label)
+                merged[label] = state if old is None else merge(old, state)
+        result = self.agg.result
+        name = self.spec.name
+        return [
+            WindowValue(name, self.label_dict(label), start_ms, end_ms, result(s), status, s)
+            for label, s in sorted(merged.items())
+        ]
+
+    def current(self, stream_time_ms: int) -> list[WindowValue]:
+        """The open window that holds stream time (a sliding window ending with its bucket)."""
+        step = self.bucket_ms
+        end = stream_time_ms - stream_time_ms % step + step
+        return self._window(end - self.spec.window_ms, end, "open")
+
+
+class Engine:
+    """Aggregates validated event batches into windows for every metric of a config."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        lateness = config.pipeline.lateness_ms
+        threshold = config.pipeline.distinct_exact_threshold
+        self._metrics: dict[str, _Metric] = {}
+        for spec in config.metrics:
+            agg = make_distinct(threshold) if spec.agg == "distinct" else get_aggregator(spec.agg)
+            self._metrics[spec.name] = _Metric(spec, agg, lateness)
+        self._by_event: dict[str, list[_Metric]] = {}
+        for metric in self._metrics.values():
+            self._by_event.setdefault(metric.spec.event, []).append(metric)
+        self._lateness_ms = lateness
+        horizon = max((m.window_ms for m in config.metrics), default=0) + lateness
+        self._dedupe_bucket_ms = max(1_000, horizon // 8)
+        self._dedupe_horizon_ms = horizon
+        self._seen: set[str] = set()
+        self._seen_by_bucket: dict[int, list[str]] = {}
+        self._max_event_ms = _NO_TIME
+        self._stream_ms = _NO_TIME
+        self._anchor: tuple[int, int] | None = None  # (wall ms, event ms) of the last busy advance
+        self._busy = False
+        self._late: list[LateEvent] = []
+        self._changed: set[str] = set()
+        self.duplicates = 0
+        """Events dropped because their id was already counted."""
+
+    @property
+    def stream_time_ms(self) -> int | None:
+        """Stream time, or None before the first event."""
+        return None if self._stream_ms == _NO_TIME else self._stream_ms
+
+    def overflow_events(self, metric: str) -> int:
+        """Events of ``metric`` counted under ``__other__`` because of the label set cap."""
+        return self._metrics[metric].overflow_events
+
+    def process(self, batch: Batch) -> None:
+        """Add a decoded batch. Its events are taken to arrive in request order."""
+        ids, times = batch.arrival()
+        if not ids:
+            return
+        fresh = self._dedupe(ids, times)
+        before = np.empty(len(times), dtype=np.int64)
+        before[0] = self._stream_ms
+        if len(times) > 1:
+            np.maximum(np.maximum.accumulate(times[:-1]), self._stream_ms, out=before[1:])
+        self._max_event_ms = max(self._max_event_ms, int(times.max()))
+        self._stream_ms = max(self._stream_ms, self._max_event_ms)
+        self._busy = True
+        by_position = len(batch.types) > 1 or batch.errors
+        if by_position:
+            order = np.concatenate([t.index for t in batch.types.values()])
+            order.sort()
+            fresh_at = np.zeros(batch.received, dtype=bool)
+            before_at = np.zeros(batch.received, dtype=np.int64)
+            fresh_at[order] = fresh
+            before_at[order] = before
+        for name, tb in batch.types.items():
+            metrics = self._by_event.get(name)
+            if not metrics:
+                continue
+            if by_position:
+                tb_fresh, tb_before = fresh_at[tb.index], before_at[tb.index]
+            else:
+                tb_fresh, tb_before = fresh, before
+            for metric in metrics:
+                self._apply(metric, tb, tb_fresh, tb_before)
+
+    def _dedupe(self, ids: list[str], times: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Mark the first copy of each id not seen before, and remember the ids."""
+        seen = self._seen
+        n = len(ids)
+        if seen.isdisjoint(ids) and len(set(ids)) == n:
+            fresh = np.ones(n, dtype=bool)
+            kept = ids
+        else:
+            first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
+            for event_id in seen.intersection(first):
+                del first[event_id]
+            keep = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+            keep.sort()
+            fresh = np.zeros(n, dtype=bool)
+            fresh[keep] = True
+            kept = [ids[i] for i in keep.tolist()]
+            times = times[keep]
+            self.duplicates += n - len(kept)
+            if not kept:
+                return fresh
+        seen.update(kept)
+        self._remember(kept, times // self._dedupe_bucket_ms)
+        return fresh
+
+    def _remember(self, ids: list[str], buckets: npt.NDArray[np.int64]) -> None:
+        low, high = int(buckets.min()), int(buckets.max())
+        if low == high:
+            self._seen_by_bucket.setdefault(low, []).extend(ids)
+            return
+        order = np.argsort(buckets, kind="stable")
+        values, starts = np.unique(buckets[order], return_index=True)
+        ordered = [ids[i] for i in order.tolist()]
+        ends = [*starts.tolist()[1:], len(ordered)]
+        for bucket, lo, hi in zip(values.tolist(), starts.tolist(), ends, strict=True):
+            self._seen_by_bucket.setdefault(bucket, []).extend(ordered[lo:hi])
+
+    def _apply(
+        self,
+        metric: _Metric,
+        tb: TypeBatch,
+        fresh: npt.NDArray[np.bool_],
+        before: npt.NDArray[np.int64],
+    ) -> None:
+        spec = metric.spec
+        selected = fresh
+        if spec.where is not None:
+            names = spec.where.names()
+            columns = {n: _column(tb, n) for n in names}
+            selected = selected & spec.where.mask(columns, len(tb))
+        values: Any = None
+        if spec.field is not None:
+            if metric.agg.numeric:
+                values = tb.numbers(spec.field)
+                missing = np.isnan(values)
+                if missing.any():
+                    selected = selected & ~missing
+            else:
+                values = tb.values(spec.field)
+                if None in values:
+                    selected = selected & np.array([v is not None for v in values], dtype=bool)
+        # idx: positions of the events that count, or None while that is all of them
+        idx = None if bool(selected.all()) else np.flatnonzero(selected)
+        if idx is not None and len(idx) == 0:
+            return
+        times = tb.time_ms if idx is None else tb.time_ms[idx]
+        buckets = times // metric.bucket_ms
+        late = (buckets + 1) * metric.bucket_ms + metric.lateness_ms <= (
+            before if idx is None else before[idx]
+        )
+        if late.any():
+            if idx is None:
+                idx = np.arange(len(tb))
+            self._emit_late(metric, tb, idx[late], values)
+            idx, buckets = idx[~late], buckets[~late]
+            if len(idx) == 0:
+                return
+        count = len(tb) if idx is None else len(idx)
+        codes = metric.label_codes(_label_keys(tb, spec.group_by, idx), count)
+        if values is not None and idx is not None:
+            values = (
+                values[idx] if isinstance(values, np.ndarray) else [values[i] for i in idx.tolist()]
+            )
+        metric.add_states(buckets, codes, values)
+        self._changed.add(spec.name)
+
+    def _emit_late(
+        self, metric: _Metric, tb: TypeBatch, idx: npt.NDArray[np.int64], values: Any
+    ) -> None:
+        spec = metric.spec
+        step = metric.bucket_ms
+        for i in idx.tolist():
+            labels = {name: tb.values(name)[i] for name in spec.group_by}
+            time_ms = int(tb.time_ms[i])
+            start = bucket_start_ms(time_ms, step)
+            value = None if values is None else values[i]
+            if isinstance(value, np.floating):
+                value = float(value)
+            self._late.append(
+                LateEvent(spec.name, labels, start, start + step, tb.ids[i], time_ms, value)
+            )
+
+    def advance(self, now_ms: int | None = None) -> Tick:
+        """Finalize what stream time allows and hand out final windows and late events.
+
+        With ``now_ms`` (wall clock, epoch ms), an engine that saw no event since the previous
+        advance moves stream time on by the wall time elapsed since the last advance that did.
+        """
+        if now_ms is not None:
+            if self._busy or self._anchor is None:
+                if self._max_event_ms != _NO_TIME:
+                    self._anchor = (now_ms, self._max_event_ms)
+            else:
+                wall, event = self._anchor
+                self._stream_ms = max(self._stream_ms, event + max(0, now_ms - wall))
+        self._busy = False
+        final: list[WindowValue] = []
+        if self._stream_ms != _NO_TIME:
+            for metric in self._metrics.values():
+                final.extend(metric.finalize(self._stream_ms))
+            self._expire_seen()
+        late, self._late = self._late, []
+        changed, self._changed = self._changed, set()
+        return Tick(self._stream_ms, final, late, changed)
+
+    def _expire_seen(self) -> None:
+        limit = (self._stream_ms - self._dedupe_horizon_ms) // self._dedupe_bucket_ms
+        for bucket in [b for b in self._seen_by_bucket if b < limit]:
+            self._seen.difference_update(self._seen_by_bucket.pop(bucket))
+
+    def current(self, metric: str) -> list[WindowValue]:
+        """Open values of ``metric``: the tumbling window holding stream time, or for a sliding
+        metric the window that ends with the bucket holding stream time."""
+        if self._stream_ms == _NO_TIME:
+            return []
+        return self._metrics[metric].current(self._stream_ms)
+
+    def window(self, metric: str, start_ms: int) -> list[WindowValue]:
+        """Values of the window of ``metric`` that starts at ``start_ms``, from the buckets held."""
+        m = self._metrics[metric]
+        end = start_ms + m.spec.window_ms
+        final = end <= m.final_through_ms
+        return m._window(start_ms, end, "final" if final else "open")
+
+    def snapshot(self) -> bytes:
+        """Everything needed to continue exactly where this engine is, as versioned bytes."""
+        metrics = {}
+        for name, m in self._metrics.items():
+            dumps = m.agg.dumps
+            metrics[name] = {
+                "signature": m.signature(),
+                "labels": [list(k) for k in m.labels],
+                "other_id": m.other_id,
+                "overflow": m.overflow_events,
+                "final_through": m.final_through_ms,
+                "buckets": [
+                    [b, [[label, dumps(s)] for label, s in slots.items()]]
+                    for b, slots in m.buckets.items()
+                ],
+            }
+        payload = {
+            "version": SNAPSHOT_VERSION,
+            "max_event": self._max_event_ms,
+            "stream": self._stream_ms,
+            "duplicates": self.duplicates,
+            "seen": [[b, ids] for b, ids in self._seen_by_bucket.items()],
+            "late": self._late,
+            "metrics": metrics,
+        }
+        return msgspec.msgpack.encode(payload)
+
+    @classmethod
+    def restore(cls, config: Config, data: bytes) -> Engine:
+        """An engine for ``config`` continuing from ``snapshot()`` bytes.
+
+        A metric whose definition changed since the snapshot starts empty; one that is new
+        starts empty; one that is gone is dropped.
+        """
+        try:
+            payload = msgspec.msgpack.decode(data)
+            if not isinstance(payload, dict) or payload.get("version") != SNAPSHOT_VERSION:
+                raise StateError(
+                    f"engine snapshot has version {_version_of(payload)}, "
+                    f"expected {SNAPSHOT_VERSION}"
+                )
+            engine = cls(config)
+            engine._load(payload)
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"engine snapshot is unreadable: {exc}") from exc
+        return engine
+
+    def _load(self, payload: dict[str, Any]) -> None:
+        self._max_event_ms = payload["max_event"]
+        self._stream_ms = payload["stream"]
+        self.duplicates = payload["duplicates"]
+        for bucket, ids in payload["seen"]:
+            self._seen_by_bucket[bucket] = ids
+            self._seen.update(ids)
+        self._late = [LateEvent(**record) for record in payload["late"]]
+        for name, saved in payload["metrics"].items():
+            metric = self._metrics.get(name)
+            if metric is None or saved["signature"] != metric.signature():
+                continue
+            metric.restore_labels([tuple(k) for k in saved["labels"]], saved["other_id"])
+            metric.overflow_events = saved["overflow"]
+            metric.final_through_ms = saved["final_through"]
+            loads = metric.agg.loads
+            metric.buckets = {
+                b: {label: loads(s) for label, s in slots} for b, slots in saved["buckets"]
+            }
+
+
+def _column(tb: TypeBatch, name: str) -> npt.NDArray[np.float64] | list[Any]:
+    """A field for ``where``: float fields as float64 with NaN for null, others exactly."""
+    spec = tb.event.field(name)
+    if spec is not None and spec.type == "float":
+        return tb.numbers(name)
+    return tb.values(name)
+
+
+def _version_of(payload: object) -> object:
+    return payload.get("version") if isinstance(payload, dict) else "?"
+
+
+def _factorize(keys: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The sorted distinct non-negative ``keys`` and each key's position among them."""
+    top = int(keys.max())
+    if top > 4 * len(keys) + 65_536:  # sparse: sorting is cheaper than a table
+        distinct, inverse = np.unique(keys, return_inverse=True)
+        return distinct, inverse.astype(np.int64)
+    present = np.zeros(top + 1, dtype=bool)
+    present[keys] = True
+    rank = np.cumsum(present, dtype=np.int64) - 1
+    return np.flatnonzero(present), rank[keys]
+
+
+def _label_keys(
+    tb: TypeBatch, group_by: tuple[str, ...], idx: npt.NDArray[np.int64] | None
+) -> list[Any] | None:
+    """Label keys of the events at ``idx`` (all events if None): the value itself for one
+    ``group_by`` field, a tuple for several, None for none."""
+    if not group_by:
+        return None
+    columns = [tb.values(name) for name in group_by]
+    if len(columns) == 1:
+        column = columns[0]
+        return column if idx is None else [column[i] for i in idx.tolist()]
+    if idx is None:
+        return list(zip(*columns, strict=True))
+    return [tuple(col[i] for col in columns) for i in idx.tolist()]
+
+
+def metric_names(config: Config) -> Iterable[str]:
+    """Names of the config's metrics, in config order."""
+    return (m.name for m in config.metrics)
