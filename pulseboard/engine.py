@@ -21,8 +21,8 @@ Semantics (DESIGN.md, "Semantics"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain, compress
 from typing import Any, Literal
 
 import msgspec
@@ -33,6 +33,7 @@ from pulseboard.aggregates import Aggregator, get_aggregator, make_distinct
 from pulseboard.config import Config, MetricSpec
 from pulseboard.errors import StateError
 from pulseboard.events import Batch, TypeBatch
+from pulseboard.expr import Expr
 from pulseboard.windows import bucket_start_ms, final_ends
 
 OTHER = "__other__"
@@ -106,38 +107,47 @@ class _Metric:
     def label_dict(self, label_id: int) -> dict[str, Any]:
         return dict(zip(self.spec.group_by, self.labels[label_id], strict=True))
 
-    def label_codes(self, keys: list[Any] | None, n: int) -> npt.NDArray[np.int64]:
-        """Label ids for a batch's label keys, admitting new label sets in arrival order up to
-        the cap. A key is the field's value for one ``group_by`` field, else a tuple; ``keys``
-        is None for a metric without ``group_by``."""
+    def label_codes(
+        self, tb: TypeBatch, idx: npt.NDArray[np.int64] | None
+    ) -> npt.NDArray[np.int64]:
+        """Label ids of the events at ``idx`` (all if None), admitting new label sets in the
+        order they first appear, up to the cap; the rest get the ``__other__`` label set."""
         ids = self.label_ids
-        if keys is None:
+        group_by = self.spec.group_by
+        if not group_by:
             if not ids:
                 ids[()] = 0
                 self.labels.append(())
-            return np.zeros(n, dtype=np.int64)
-        new = [k for k in dict.fromkeys(keys) if k not in ids]
-        single = len(self.spec.group_by) == 1
-        for key in new:
-            if len(ids) >= self.spec.max_label_sets:
-                if self.other_id is None:
-                    self.other_id = len(self.labels)
-                    self.labels.append((OTHER,) * len(self.spec.group_by))
-                break
-            ids[key] = len(self.labels)
-            self.labels.append((key,) if single else key)
-        if self.other_id is None:
-            return np.fromiter(map(ids.__getitem__, keys), dtype=np.int64, count=n)
-        other = self.other_id
-        codes = np.fromiter((ids.get(k, other) for k in keys), dtype=np.int64, count=n)
-        self.overflow_events += int(np.count_nonzero(codes == other))
+            return np.zeros(len(tb) if idx is None else len(idx), dtype=np.int64)
+        local, keys = tb.group_codes(group_by)
+        if idx is not None:
+            local = local[idx]
+        present, first = np.unique(local, return_index=True)
+        lookup = np.zeros(len(keys), dtype=np.int64)
+        for code in present[np.argsort(first)].tolist():
+            label = ids.get(keys[code])
+            if label is None:
+                label = self._admit(keys[code])
+            lookup[code] = label
+        codes = lookup[local]
+        if self.other_id is not None:
+            self.overflow_events += int(np.count_nonzero(codes == self.other_id))
         return codes
 
+    def _admit(self, key: tuple[Any, ...]) -> int:
+        if len(self.label_ids) < self.spec.max_label_sets:
+            self.label_ids[key] = len(self.labels)
+            self.labels.append(key)
+            return self.label_ids[key]
+        if self.other_id is None:
+            self.other_id = len(self.labels)
+            self.labels.append((OTHER,) * len(self.spec.group_by))
+        return self.other_id
+
     def restore_labels(self, labels: list[tuple[Any, ...]], other_id: int | None) -> None:
-        single = len(self.spec.group_by) == 1
         self.labels = labels
         self.other_id = other_id
-        self.label_ids = {(k[0] if single else k): i for i, k in enumerate(labels) if i != other_id}
+        self.label_ids = {k: i for i, k in enumerate(labels) if i != other_id}
 
     def add_states(
         self, buckets: npt.NDArray[np.int64], codes: npt.NDArray[np.int64], values: Any
@@ -238,59 +248,68 @@ class Engine:
         return self._metrics[metric].overflow_events
 
     def process(self, batch: Batch) -> None:
-        """Add a decoded batch. Its events are taken to arrive in request order."""
-        ids, times = batch.arrival()
-        if not ids:
+        """Add a decoded batch. Its events are taken to arrive in request order.
+
+        Events of a type no metric reads still move stream time on, but are not deduplicated
+        or kept."""
+        parts = [t for t in batch.types.values() if len(t)]
+        if not parts:
             return
-        fresh = self._dedupe(ids, times)
-        before = np.empty(len(times), dtype=np.int64)
-        before[0] = self._stream_ms
-        if len(times) > 1:
-            np.maximum(np.maximum.accumulate(times[:-1]), self._stream_ms, out=before[1:])
+        times = _joined([t.time_ms for t in parts])
+        before = self._stream_time_before(times, _joined([t.index for t in parts]), batch.received)
         self._max_event_ms = max(self._max_event_ms, int(times.max()))
         self._stream_ms = max(self._stream_ms, self._max_event_ms)
         self._busy = True
-        by_position = len(batch.types) > 1 or batch.errors
-        if by_position:
-            order = np.concatenate([t.index for t in batch.types.values()])
-            order.sort()
-            fresh_at = np.zeros(batch.received, dtype=bool)
-            before_at = np.zeros(batch.received, dtype=np.int64)
-            fresh_at[order] = fresh
-            before_at[order] = before
-        for name, tb in batch.types.items():
-            metrics = self._by_event.get(name)
-            if not metrics:
-                continue
-            if by_position:
-                tb_fresh, tb_before = fresh_at[tb.index], before_at[tb.index]
-            else:
-                tb_fresh, tb_before = fresh, before
-            for metric in metrics:
-                self._apply(metric, tb, tb_fresh, tb_before)
+        bounds = np.cumsum([0, *map(len, parts)]).tolist()
+        counted = [i for i, t in enumerate(parts) if t.event.name in self._by_event]
+        if not counted:
+            return
+        fresh = self._dedupe(
+            list(chain.from_iterable(parts[i].ids for i in counted)),
+            _joined([parts[i].time_ms for i in counted]),
+            _joined([parts[i].index for i in counted]),
+        )
+        low = 0
+        for i in counted:
+            tb = parts[i]
+            high = low + len(tb)
+            for metric in self._by_event[tb.event.name]:
+                self._apply(metric, tb, fresh[low:high], before[bounds[i] : bounds[i + 1]])
+            low = high
 
-    def _dedupe(self, ids: list[str], times: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-        """Mark the first copy of each id not seen before, and remember the ids."""
+    def _stream_time_before(
+        self, times: npt.NDArray[np.int64], positions: npt.NDArray[np.int64], received: int
+    ) -> npt.NDArray[np.int64]:
+        """Stream time just before each event arrived: the running maximum in request order."""
+        by_position = np.full(received + 1, self._stream_ms, dtype=np.int64)
+        by_position[positions + 1] = times
+        np.maximum.accumulate(by_position, out=by_position)
+        return by_position[positions]
+
+    def _dedupe(
+        self, ids: list[str], times: npt.NDArray[np.int64], positions: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.bool_]:
+        """Mark the first arrival of each id not seen before, and remember the ids."""
         seen = self._seen
         n = len(ids)
-        if seen.isdisjoint(ids) and len(set(ids)) == n:
+        distinct = set(ids)
+        common = seen.intersection(distinct)
+        if len(distinct) == n and not common:
             fresh = np.ones(n, dtype=bool)
             kept = ids
         else:
-            first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
-            for event_id in seen.intersection(first):
-                del first[event_id]
-            keep = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-            keep.sort()
-            fresh = np.zeros(n, dtype=bool)
-            fresh[keep] = True
-            kept = [ids[i] for i in keep.tolist()]
-            times = times[keep]
+            fresh = np.ones(n, dtype=bool)
+            if len(distinct) < n:
+                fresh = _first_arrivals(ids, positions, len(distinct))
+            for i, event_id in enumerate(ids):
+                if event_id in common:
+                    fresh[i] = False
+            kept = list(compress(ids, fresh.tolist()))
             self.duplicates += n - len(kept)
-            if not kept:
-                return fresh
-        seen.update(kept)
-        self._remember(kept, times // self._dedupe_bucket_ms)
+            times = times[fresh]
+        seen |= distinct
+        if kept:
+            self._remember(kept, times // self._dedupe_bucket_ms)
         return fresh
 
     def _remember(self, ids: list[str], buckets: npt.NDArray[np.int64]) -> None:
@@ -315,9 +334,7 @@ class Engine:
         spec = metric.spec
         selected = fresh
         if spec.where is not None:
-            names = spec.where.names()
-            columns = {n: _column(tb, n) for n in names}
-            selected = selected & spec.where.mask(columns, len(tb))
+            selected = selected & _where_mask(spec.where, tb)
         values: Any = None
         if spec.field is not None:
             if metric.agg.numeric:
@@ -345,8 +362,7 @@ class Engine:
             idx, buckets = idx[~late], buckets[~late]
             if len(idx) == 0:
                 return
-        count = len(tb) if idx is None else len(idx)
-        codes = metric.label_codes(_label_keys(tb, spec.group_by, idx), count)
+        codes = metric.label_codes(tb, idx)
         if values is not None and idx is not None:
             values = (
                 values[idx] if isinstance(values, np.ndarray) else [values[i] for i in idx.tolist()]
@@ -480,6 +496,48 @@ class Engine:
             }
 
 
+def _joined(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _first_arrivals(
+    ids: list[str], positions: npt.NDArray[np.int64], distinct: int
+) -> npt.NDArray[np.bool_]:
+    """True for the first arrival (lowest position) of each id, given ``distinct`` ids in all.
+
+    Ids are compared through their hashes, vectorised; if two ids of the batch share a hash,
+    it falls back to comparing the ids themselves."""
+    n = len(ids)
+    order = np.argsort(positions, kind="stable")
+    hashes = np.fromiter(map(hash, ids), np.int64, n)[order]
+    _, first = np.unique(hashes, return_index=True)
+    fresh = np.zeros(n, dtype=bool)
+    if len(first) == distinct:
+        fresh[order[first]] = True
+        return fresh
+    arrival = order[::-1].tolist()
+    earliest = dict(zip([ids[i] for i in arrival], arrival, strict=True))
+    fresh[list(earliest.values())] = True
+    return fresh
+
+
+def _where_mask(where: Expr, tb: TypeBatch) -> npt.NDArray[np.bool_]:
+    """``where`` over a batch. Over fields without floats that take few distinct values (paths,
+    regions, codes), it is evaluated once per distinct combination, not once per event."""
+    names = tuple(sorted(where.names()))
+    if names and all(_is_discrete(tb, n) for n in names):
+        codes, keys = tb.group_codes(names)
+        if len(keys) * 16 <= len(tb):
+            verdicts = [where.evaluate(dict(zip(names, key, strict=True))) for key in keys]
+            return np.array(verdicts, dtype=bool)[codes]
+    return where.mask({n: _column(tb, n) for n in names}, len(tb))
+
+
+def _is_discrete(tb: TypeBatch, name: str) -> bool:
+    spec = tb.event.field(name)
+    return spec is not None and spec.type != "float"
+
+
 def _column(tb: TypeBatch, name: str) -> npt.NDArray[np.float64] | list[Any]:
     """A field for ``where``: float fields as float64 with NaN for null, others exactly."""
     spec = tb.event.field(name)
@@ -502,24 +560,3 @@ def _factorize(keys: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.
     present[keys] = True
     rank = np.cumsum(present, dtype=np.int64) - 1
     return np.flatnonzero(present), rank[keys]
-
-
-def _label_keys(
-    tb: TypeBatch, group_by: tuple[str, ...], idx: npt.NDArray[np.int64] | None
-) -> list[Any] | None:
-    """Label keys of the events at ``idx`` (all events if None): the value itself for one
-    ``group_by`` field, a tuple for several, None for none."""
-    if not group_by:
-        return None
-    columns = [tb.values(name) for name in group_by]
-    if len(columns) == 1:
-        column = columns[0]
-        return column if idx is None else [column[i] for i in idx.tolist()]
-    if idx is None:
-        return list(zip(*columns, strict=True))
-    return [tuple(col[i] for col in columns) for i in idx.tolist()]
-
-
-def metric_names(config: Config) -> Iterable[str]:
-    """Names of the config's metrics, in config order."""
-    return (m.name for m in config.metrics)

@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import compress
 from operator import attrgetter
 from typing import Annotated, Any, Literal, Union
 
@@ -63,7 +64,8 @@ class TypeBatch:
     """The accepted events of one type, as columns in request order.
 
     ``index`` holds each event's position in the request, ``time_ms`` its event time.
-    ``rows`` are the decoded ``data`` structs; columns are built from them on first use.
+    Field columns are built on first use, either from ``rows`` (the decoded ``data`` structs)
+    or from ``encoded`` parts (``(events, {field: msgpack column})`` from the wire format).
     """
 
     event: EventSpec
@@ -71,11 +73,33 @@ class TypeBatch:
     ids: list[str]
     time_ms: npt.NDArray[np.int64]
     rows: list[Any]
+    encoded: list[tuple[int, dict[str, bytes]]] = field(default_factory=list)
     _values: dict[str, list[Any]] = field(default_factory=dict)
     _numbers: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    _groups: dict[tuple[str, ...], tuple[npt.NDArray[np.int64], list[tuple[Any, ...]]]] = field(
+        default_factory=dict
+    )
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def group_codes(
+        self, names: tuple[str, ...]
+    ) -> tuple[npt.NDArray[np.int64], list[tuple[Any, ...]]]:
+        """The events grouped by the values of ``names``: a code per event, and for each code
+        the tuple of values (None where absent). Cached, as several metrics share it."""
+        cached = self._groups.get(names)
+        if cached is not None:
+            return cached
+        codes, keys = _factorize(self.values(names[0]))
+        groups = [(k,) for k in keys]
+        for name in names[1:]:
+            more, more_keys = _factorize(self.values(name))
+            pairs, codes = np.unique(codes * len(more_keys) + more, return_inverse=True)
+            width = len(more_keys)
+            groups = [(*groups[p // width], more_keys[p % width]) for p in pairs.tolist()]
+        self._groups[names] = (codes, groups)
+        return codes, groups
 
     @classmethod
     def concat(cls, parts: Sequence[TypeBatch], offsets: Sequence[int]) -> TypeBatch:
@@ -88,9 +112,8 @@ class TypeBatch:
         times = np.concatenate([p.time_ms for p in parts])
         if all(p.rows for p in parts):
             return cls(first.event, index, ids, times, [r for p in parts for r in p.rows])
-        names = [f.name for f in first.event.fields]
-        columns = {n: [v for p in parts for v in p.values(n)] for n in names}
-        return cls(first.event, index, ids, times, [], columns)
+        encoded = [e for p in parts for e in (p.encoded or [(len(p), p.encode_columns())])]
+        return cls(first.event, index, ids, times, [], encoded)
 
     def values(self, name: str) -> list[Any]:
         """The field ``name`` of every event, None where it is absent."""
@@ -98,6 +121,11 @@ class TypeBatch:
         if column is None:
             if self.rows and name in self.rows[0].__struct_fields__:
                 column = list(map(attrgetter(name), self.rows))
+            elif self.encoded:
+                column = []
+                for count, columns in self.encoded:
+                    blob = columns.get(name)
+                    column.extend([None] * count if blob is None else _decode_column(blob, count))
             else:
                 column = [None] * len(self.ids)
             self._values[name] = column
@@ -111,14 +139,34 @@ class TypeBatch:
             self._numbers[name] = column
         return column
 
+    def encode_columns(self) -> dict[str, bytes]:
+        """Every declared field as a separately decodable msgpack column."""
+        encode = msgspec.msgpack.encode
+        return {f.name: encode(self.values(f.name)) for f in self.event.fields}
+
+
+def _factorize(values: list[Any]) -> tuple[npt.NDArray[np.int64], list[Any]]:
+    distinct = list(dict.fromkeys(values))
+    code = {v: i for i, v in enumerate(distinct)}
+    return np.fromiter(map(code.__getitem__, values), np.int64, len(values)), distinct
+
+
+def _decode_column(blob: bytes, count: int) -> list[Any]:
+    try:
+        column = msgspec.msgpack.decode(blob)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"a batch column is unreadable: {exc}") from exc
+    if not isinstance(column, list) or len(column) != count:
+        raise DecodeError(f"a batch column does not hold {count} values")
+    return column
+
 
 @dataclass(slots=True)
 class Batch:
     """The result of decoding one request body: accepted events by type, and the rejected ones.
 
-    ``time_ms`` holds the event time of every accepted event in request order
-    (indexed like ``TypeBatch.index`` after ranking), which the engine uses to advance
-    stream time event by event.
+    ``received`` counts every event of the request, accepted or not; ``TypeBatch.index``
+    values are positions below it.
     """
 
     types: dict[str, TypeBatch]
@@ -136,51 +184,40 @@ class Batch:
         if len(batches) == 1:
             return batches[0]
         parts: dict[str, list[TypeBatch]] = {}
-        offsets: dict[int, int] = {}
+        offsets: dict[str, list[int]] = {}
         offset = 0
         errors: list[EventError] = []
         for batch in batches:
-            for tb in batch.types.values():
-                parts.setdefault(tb.event.name, []).append(tb)
-                offsets[id(tb)] = offset
+            for name, tb in batch.types.items():
+                parts.setdefault(name, []).append(tb)
+                offsets.setdefault(name, []).append(offset)
             errors.extend(EventError(e.index + offset, e.id, e.error) for e in batch.errors)
             offset += batch.received
-        types = {
-            name: TypeBatch.concat(tbs, [offsets[id(t)] for t in tbs])
-            for name, tbs in parts.items()
-        }
+        types = {name: TypeBatch.concat(tbs, offsets[name]) for name, tbs in parts.items()}
         return Batch(types, errors, offset)
-
-    def arrival(self) -> tuple[list[str], npt.NDArray[np.int64]]:
-        """Ids and times of all accepted events in request order."""
-        if len(self.types) == 1:
-            only = next(iter(self.types.values()))
-            return only.ids, only.time_ms
-        order = np.concatenate([t.index for t in self.types.values()])
-        ids = [i for t in self.types.values() for i in t.ids]
-        times = np.concatenate([t.time_ms for t in self.types.values()])
-        rank = np.argsort(order, kind="stable")
-        ids_array = np.array(ids, dtype=object)[rank]
-        return ids_array.tolist(), times[rank]
 
 
 _WIRE_VERSION = 1
 
 
 def encode_batch(batch: Batch) -> bytes:
-    """The accepted events of ``batch`` as compact columnar msgpack (rejected ones are left out).
+    """The accepted events of ``batch`` in the columnar wire format (rejected ones left out).
 
-    Every field the event type declares is kept; the inverse is ``decode_batch``.
+    Every field the event type declares is kept, each column encoded on its own so that a
+    reader decodes only the columns it uses. The inverse is ``decode_batch``.
     """
-    types = []
-    for tb in batch.types.values():
-        columns = {f.name: tb.values(f.name) for f in tb.event.fields}
-        types.append((tb.event.name, tb.index.tobytes(), tb.ids, tb.time_ms.tobytes(), columns))
+    types = [
+        (name, tb.index.tobytes(), tb.ids, tb.time_ms.tobytes(), tb.encode_columns())
+        for name, tb in batch.types.items()
+    ]
     return msgspec.msgpack.encode((_WIRE_VERSION, batch.received, types))
 
 
 def decode_batch(data: bytes, config: Config) -> Batch:
-    """A batch from ``encode_batch`` bytes, checked against ``config``'s event types."""
+    """A batch from ``encode_batch`` bytes, checked against ``config``'s event types.
+
+    Columns are decoded when first used; an unreadable column raises ``DecodeError`` then.
+    """
     try:
         version, received, types = msgspec.msgpack.decode(data)
         if version != _WIRE_VERSION:
@@ -190,14 +227,11 @@ def decode_batch(data: bytes, config: Config) -> Batch:
             spec = config.events.get(name)
             if spec is None:
                 raise DecodeError(f"batch holds events of type {name!r}, which the config lacks")
-            out[name] = TypeBatch(
-                spec,
-                np.frombuffer(index, dtype=np.int64),
-                ids,
-                np.frombuffer(times, dtype=np.int64),
-                [],
-                dict(columns),
-            )
+            positions = np.frombuffer(index, dtype=np.int64)
+            time_ms = np.frombuffer(times, dtype=np.int64)
+            if not len(positions) == len(ids) == len(time_ms) or not isinstance(columns, dict):
+                raise DecodeError(f"batch columns of {name!r} have different lengths")
+            out[name] = TypeBatch(spec, positions, ids, time_ms, [], [(len(ids), columns)])
     except (msgspec.DecodeError, TypeError, ValueError) as exc:
         raise DecodeError(f"batch bytes are unreadable: {exc}") from exc
     return Batch(out, [], received)
@@ -261,7 +295,7 @@ class EventDecoder:
             return self._decode_one_by_one(self._split(body), now_ms)
         except msgspec.DecodeError as exc:
             raise DecodeError(_describe_decode_error(exc)) from exc
-        return self._columns(events, list(range(len(events))), [], len(events), now_ms)
+        return self._columns(events, None, [], len(events), now_ms)
 
     def decode_lines(self, body: bytes, now_ms: int) -> Batch:
         """Decode NDJSON (one event per line; blank lines are skipped)."""
@@ -318,62 +352,59 @@ class EventDecoder:
     def _columns(
         self,
         events: list[Any],
-        positions: list[int],
+        positions: list[int] | None,
         errors: list[EventError],
         received: int,
         now_ms: int,
     ) -> Batch:
-        limit_ms = now_ms + self._max_future_ms
+        """Split decoded events by type into columns; ``positions`` None means 0, 1, 2, ..."""
+        n = len(events)
+        index = np.arange(n, dtype=np.int64) if positions is None else np.array(positions, np.int64)
+        try:
+            time_ms = np.fromiter(map(_TIME, events), np.int64, n)
+        except TypeError:  # some times are RFC 3339 strings
+            time_ms = np.array([_to_ms(t) for t in map(_TIME, events)], dtype=np.int64)
+        future = time_ms > now_ms + self._max_future_ms
+        if future.any():
+            errors.extend(
+                self._future_error(events[i], int(index[i]), int(time_ms[i]), now_ms)
+                for i in np.flatnonzero(future).tolist()
+            )
+            keep = ~future
+            events = list(compress(events, keep.tolist()))
+            index, time_ms = index[keep], time_ms[keep]
+            n = len(events)
+        errors.sort(key=lambda e: e.index)
         types: dict[str, TypeBatch] = {}
         classes = list(map(type, events))
-        kinds = set(classes)
-        where = np.array(positions, dtype=np.int64)
-        for cls in kinds:
-            if len(kinds) == 1:
-                chosen, index = events, where
-            else:
-                members = np.flatnonzero([c is cls for c in classes])
+        kinds = list(dict.fromkeys(classes))
+        if len(kinds) == 1:
+            groups = [(kinds[0], events, index, time_ms)]
+        else:
+            code = {cls: i for i, cls in enumerate(kinds)}
+            codes = np.fromiter(map(code.__getitem__, classes), np.int64, n)
+            order = np.argsort(codes, kind="stable")
+            ends = np.cumsum(np.bincount(codes, minlength=len(kinds))).tolist()
+            groups = []
+            for cls, low, high in zip(kinds, [0, *ends[:-1]], ends, strict=True):
+                members = order[low:high]
                 chosen = [events[i] for i in members.tolist()]
-                index = where[members]
-            batch = self._type_batch(self._spec_of[cls], chosen, index, limit_ms, errors)
-            if batch is not None:
-                types[batch.event.name] = batch
-        errors.sort(key=lambda e: e.index)
+                groups.append((cls, chosen, index[members], time_ms[members]))
+        for cls, chosen, where, times in groups:
+            spec = self._spec_of[cls]
+            ids = list(map(_ID, chosen))
+            types[spec.name] = TypeBatch(spec, where, ids, times, list(map(_DATA, chosen)))
         return Batch(types, errors, received)
 
-    def _type_batch(
-        self,
-        spec: EventSpec,
-        events: list[Any],
-        index: npt.NDArray[np.int64],
-        limit_ms: int,
-        errors: list[EventError],
-    ) -> TypeBatch | None:
-        times = list(map(_TIME, events))
-        try:
-            time_ms = np.array(times, dtype=np.int64)
-        except (TypeError, OverflowError):
-            time_ms = np.array([_to_ms(t) for t in times], dtype=np.int64)
-        future = time_ms > limit_ms
-        if future.any():
-            for i in np.flatnonzero(future).tolist():
-                ahead = format_duration_ms(int(time_ms[i]) - limit_ms + self._max_future_ms)
-                errors.append(
-                    EventError(
-                        int(index[i]),
-                        events[i].id,
-                        f"events[{int(index[i])}].time: {ahead} ahead of the server clock; "
-                        f"at most {format_duration_ms(self._max_future_ms)} is accepted "
-                        "(max_future)",
-                    )
-                )
-            keep = ~future
-            events = [e for e, k in zip(events, keep.tolist(), strict=True) if k]
-            index, time_ms = index[keep], time_ms[keep]
-            if not events:
-                return None
-        ids = list(map(_ID, events))
-        return TypeBatch(spec, index, ids, time_ms, list(map(_DATA, events)))
+    def _future_error(self, event: Any, index: int, time_ms: int, now_ms: int) -> EventError:
+        ahead = format_duration_ms(time_ms - now_ms)
+        limit = format_duration_ms(self._max_future_ms)
+        return EventError(
+            index,
+            event.id,
+            f"events[{index}].time: {ahead} ahead of the server clock; at most {limit} is "
+            "accepted (max_future)",
+        )
 
 
 def _to_ms(value: int | datetime) -> int:

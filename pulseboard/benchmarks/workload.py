@@ -62,18 +62,22 @@ def make_bodies(
     events_per_s: int = 20_000,
     jitter_ms: int = 2_000,
     duplicates: float = 0.01,
+    late: float = 0.0,
     users: int = 50_000,
     seed: int = 7,
 ) -> list[bytes]:
     """``events`` events in JSON array bodies of ``batch_size``.
 
     Event times advance at ``events_per_s`` of event time and arrive up to ``jitter_ms`` out of
-    order; a share ``duplicates`` of the events is sent a second time in a later body.
+    order; a share ``duplicates`` of the events is sent a second time in a later body, and a
+    share ``late`` is stamped 3 minutes in the past, so that its window has closed.
     """
     rng = random.Random(seed)
     out: list[dict[str, object]] = []
     for seq in range(events):
         time_ms = start_ms + seq * 1_000 // events_per_s - rng.randrange(jitter_ms + 1)
+        if late and rng.random() < late:
+            time_ms -= 180_000
         out.append(make_event(rng, seq, time_ms, users))
         if out and rng.random() < duplicates:
             out.append(out[rng.randrange(max(0, len(out) - batch_size), len(out))])

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from pulseboard.aggregates import get_aggregator, make_distinct
 from pulseboard.config import Config
 from pulseboard.engine import OTHER, Engine, Tick
-from pulseboard.events import EventDecoder
+from pulseboard.events import Batch, EventDecoder, decode_batch, encode_batch
+from pulseboard.windows import is_final, windows_containing
 from tests.conftest import make_config
 
 T0 = 1_767_225_600_000  # a minute boundary
@@ -30,11 +31,14 @@ def ev(i: int | str, time_ms: int, kind: str = "order", **data: Any) -> dict[str
     return {"id": str(i), "type": kind, "time": time_ms, "data": data}
 
 
-def feed(engine: Engine, config: Config, events: Sequence[dict[str, Any]]) -> None:
-    decoder = EventDecoder(config)
-    batch = decoder.decode(json.dumps(list(events)).encode(), NOW_MS)
+def decode(config: Config, events: Sequence[dict[str, Any]]) -> Batch:
+    batch = EventDecoder(config).decode(json.dumps(list(events)).encode(), NOW_MS)
     assert batch.errors == []
-    engine.process(batch)
+    return batch
+
+
+def feed(engine: Engine, config: Config, events: Sequence[dict[str, Any]]) -> None:
+    engine.process(decode(config, events))
 
 
 def finals(ticks: Sequence[Tick]) -> dict[Key, Any]:
@@ -239,7 +243,7 @@ def oracle(
             if m.field and value is None:
                 continue
             bucket = event["time"] // m.bucket_ms
-            if (bucket + 1) * m.bucket_ms + lateness <= before:
+            if is_final((bucket + 1) * m.bucket_ms, lateness, before):
                 late.add((m.name, event["id"]))
                 continue
             key = tuple(data.get(g) for g in m.group_by)
@@ -260,10 +264,8 @@ def _windows(config: Config, values: dict[str, dict[tuple[int, Any], list[Any]]]
             else get_aggregator(m.agg)
         )
         per_window: dict[tuple[int, Any], Any] = {}
-        buckets_per_window = m.window_ms // m.bucket_ms
         for (bucket, label), vals in values[m.name].items():
-            for end_bucket in range(bucket + 1, bucket + 1 + buckets_per_window):
-                start = end_bucket * m.bucket_ms - m.window_ms
+            for start, _ in windows_containing(bucket * m.bucket_ms, m.window_ms, m.every_ms):
                 state = per_window.get((start, label), agg.initial())
                 for v in vals:
                     state = agg.add(state, float(v) if agg.numeric else v)
@@ -315,7 +317,17 @@ def run_engine(
     bounds = [0, *cuts, len(arrivals)]
     for number, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         if lo < hi:
-            feed(engine, config, arrivals[lo:hi])
+            # alternate the three ways a batch reaches the engine: decoded, from the wire
+            # format, and joined from two requests
+            batch = decode(config, arrivals[lo:hi])
+            if number % 3 == 1:
+                batch = decode_batch(encode_batch(batch), config)
+            elif number % 3 == 2 and hi - lo > 1:
+                middle = (lo + hi) // 2
+                batch = Batch.concat(
+                    [decode(config, arrivals[lo:middle]), decode(config, arrivals[middle:hi])]
+                )
+            engine.process(batch)
         ticks.append(engine.advance())
         if number == snapshot_after:
             engine = Engine.restore(config, engine.snapshot())

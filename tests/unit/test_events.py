@@ -5,7 +5,7 @@ import pytest
 
 from pulseboard.config import Config
 from pulseboard.errors import DecodeError
-from pulseboard.events import EventDecoder, decode_batch, encode_batch
+from pulseboard.events import Batch, EventDecoder, decode_batch, encode_batch
 
 NOW_MS = 1_767_225_600_000
 
@@ -48,9 +48,7 @@ def test_valid_batch_becomes_columns(shop_config: Config) -> None:
     assert np.isnan(orders.numbers("items")).all()
     views = batch.types["page_view"]
     assert views.time_ms.tolist() == [1_767_225_601_250]
-    ids, times = batch.arrival()
-    assert ids == ["o1", "p1", "o2"]
-    assert times.tolist() == [NOW_MS - 1_000, 1_767_225_601_250, NOW_MS - 1_000]
+    assert views.index.tolist() == [1]
 
 
 @pytest.mark.parametrize(
@@ -133,6 +131,21 @@ def test_ndjson_lines(shop_config: Config) -> None:
     assert [(e.index, e.id) for e in batch.errors] == [(1, "o2")]
 
 
+def test_concat_shifts_positions_and_keeps_columns(shop_config: Config) -> None:
+    decoder = EventDecoder(shop_config)
+    first = decoder.decode(body(order(1, region="eu"), order(2, amount="bad")), NOW_MS)
+    second = decoder.decode(body(order(3, region="us")), NOW_MS)
+    wire = decode_batch(encode_batch(second), shop_config)
+    joined = Batch.concat([first, wire])
+    assert joined.received == 3
+    assert [(e.index, e.id) for e in joined.errors] == [(1, "o2")]
+    orders = joined.types["order"]
+    assert orders.ids == ["o1", "o3"]
+    assert orders.index.tolist() == [0, 2]
+    assert orders.values("region") == ["eu", "us"]
+    assert orders.numbers("amount").tolist() == [10.0, 10.0]
+
+
 def test_columnar_wire_format_round_trips(shop_config: Config) -> None:
     decoder = EventDecoder(shop_config)
     original = decoder.decode(body(order(1, region="us", items=3), order(2, amount="bad")), NOW_MS)
@@ -149,3 +162,9 @@ def test_columnar_wire_format_round_trips(shop_config: Config) -> None:
 def test_wire_format_rejects_garbage(shop_config: Config) -> None:
     with pytest.raises(DecodeError, match="unreadable"):
         decode_batch(b"\x01\x02", shop_config)
+    good = encode_batch(EventDecoder(shop_config).decode(body(order(1)), NOW_MS))
+    corrupt = decode_batch(good.replace(b"amount", b"amounX"), shop_config)
+    assert corrupt.types["order"].values("amount") == [None]  # an unknown column is ignored
+    truncated = good[: good.index(b"region") + 7]
+    with pytest.raises(DecodeError):
+        decode_batch(truncated, shop_config)

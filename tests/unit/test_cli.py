@@ -1,0 +1,44 @@
+"""The command line, run in-process as a user would call it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pulseboard.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_check_valid_and_invalid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(ROOT / "examples" / "shop.yaml")]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["check", str(ROOT / "examples" / "invalid.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "metrics[1].field: event 'order' has no field 'amout' (did you mean 'amount'?)" in err
+
+
+def test_demo_prints_closed_minutes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--events", "40000"]) == 0
+    out = capsys.readouterr().out
+    minutes = [line for line in out.splitlines() if " orders " in line]
+    assert len(minutes) >= 2
+    assert "done: events 40,000" in out
+    assert "duplicates dropped 0," not in out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_engine_bench_reports_json(workers: int, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "engine", "--events", "4000", "--workers", str(workers), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["name"] == "engine"
+    assert report["events"] == 4000
+    assert report["workers"] == workers
+    assert report["metrics"] == 10
+    assert report["baseline"]["name"] == "decode"
+    assert report["events_per_s"] > 0
+    assert report["ratio"] == pytest.approx(
+        report["events_per_s"] / report["baseline"]["events_per_s"], rel=0.01
+    )
