@@ -30,12 +30,15 @@ NAME_PATTERN = r"[a-z][a-z0-9_]{0,62}"
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One field of an event type's ``data`` object."""
+    """One field of an event type's ``data`` object.
+
+    ``enum``, if set, lists the only values accepted; only string, int and bool fields have one.
+    """
 
     name: str
     type: FieldType
     required: bool = False
-    enum: tuple[str | int | float | bool, ...] | None = None
+    enum: tuple[str | int | bool, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

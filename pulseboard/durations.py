@@ -1,4 +1,4 @@
-"""Durations as written in the config (``500ms``, ``30s``, ``1m``, ``2h``, ``90d``) and as milliseconds."""
+"""Durations as written in the config (``500ms``, ``30s``, ``1m``, ``2h``, ``90d``), in ms."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def parse_duration_ms(text: str) -> int:
     match = _DURATION.match(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
-            f"{text!r} is not a duration; expected a whole number and a unit, e.g. 500ms, 30s, 1m, 2h, 90d"
+            f"{text!r} is not a duration; expected a whole number and a unit, "
+            "e.g. 500ms, 30s, 1m, 2h, 90d"
         )
     value = int(match.group(1)) * _UNIT_MS[match.group(2)]
     if value <= 0:

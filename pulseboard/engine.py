@@ -80,8 +80,9 @@ class Tick:
     stream_time_ms: int
     final: list[WindowValue]
     late: list[LateEvent]
-    changed: set[str]
-    """Metrics whose open windows changed since the previous advance."""
+    updates: dict[str, list[WindowValue]]
+    """Provisional values (``current``) of every metric whose open windows changed since the
+    previous advance."""
 
 
 class _Metric:
@@ -289,7 +290,10 @@ class Engine:
     def _dedupe(
         self, ids: list[str], times: npt.NDArray[np.int64], positions: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.bool_]:
-        """Mark the first arrival of each id not seen before, and remember the ids."""
+        """Mark the first arrival of each id not seen before, and remember the ids.
+
+        Ids are compared through Python's string hashes, vectorised, and confirmed by comparing
+        the ids themselves wherever two hashes are equal, so the result is exact."""
         seen = self._seen
         n = len(ids)
         distinct = set(ids)
@@ -298,12 +302,15 @@ class Engine:
             fresh = np.ones(n, dtype=bool)
             kept = ids
         else:
+            hashes = np.fromiter(map(hash, ids), np.int64, n)
             fresh = np.ones(n, dtype=bool)
             if len(distinct) < n:
-                fresh = _first_arrivals(ids, positions, len(distinct))
-            for i, event_id in enumerate(ids):
-                if event_id in common:
-                    fresh[i] = False
+                fresh = _first_arrivals(ids, hashes, positions, len(distinct))
+            if common:
+                candidates = np.isin(hashes, np.fromiter(map(hash, common), np.int64, len(common)))
+                for i in np.flatnonzero(candidates).tolist():
+                    if ids[i] in common:
+                        fresh[i] = False
             kept = list(compress(ids, fresh.tolist()))
             self.duplicates += n - len(kept)
             times = times[fresh]
@@ -407,7 +414,8 @@ class Engine:
             self._expire_seen()
         late, self._late = self._late, []
         changed, self._changed = self._changed, set()
-        return Tick(self._stream_ms, final, late, changed)
+        updates = {name: self.current(name) for name in sorted(changed)}
+        return Tick(self._stream_ms, final, late, updates)
 
     def _expire_seen(self) -> None:
         limit = (self._stream_ms - self._dedupe_horizon_ms) // self._dedupe_bucket_ms
@@ -501,16 +509,18 @@ def _joined(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
 
 
 def _first_arrivals(
-    ids: list[str], positions: npt.NDArray[np.int64], distinct: int
+    ids: list[str],
+    hashes: npt.NDArray[np.int64],
+    positions: npt.NDArray[np.int64],
+    distinct: int,
 ) -> npt.NDArray[np.bool_]:
     """True for the first arrival (lowest position) of each id, given ``distinct`` ids in all.
 
-    Ids are compared through their hashes, vectorised; if two ids of the batch share a hash,
-    it falls back to comparing the ids themselves."""
+    Equal hashes are taken as equal ids only when there are as many distinct hashes as
+    distinct ids; otherwise two ids share a hash and the ids themselves are compared."""
     n = len(ids)
     order = np.argsort(positions, kind="stable")
-    hashes = np.fromiter(map(hash, ids), np.int64, n)[order]
-    _, first = np.unique(hashes, return_index=True)
+    _, first = np.unique(hashes[order], return_index=True)
     fresh = np.zeros(n, dtype=bool)
     if len(first) == distinct:
         fresh[order[first]] = True

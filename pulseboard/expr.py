@@ -42,18 +42,32 @@ start of the text) and what was expected and found. Texts are limited to
 
 from __future__ import annotations
 
-import math
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from pulseboard.errors import ExprError
+from pulseboard.expr_columns import (
+    BOOL,
+    FLOAT,
+    INT,
+    NULL,
+    OPS,
+    STR,
+    BoolArray,
+    Column,
+    Columns,
+    Value,
+    compare_columns,
+    isin_column,
+    literal_column,
+    normalise,
+)
 
 __all__ = ["MAX_DEPTH", "MAX_LENGTH", "Expr", "parse"]
 
@@ -62,254 +76,27 @@ MAX_LENGTH: Final = 4096
 MAX_DEPTH: Final = 64
 """Deepest accepted nesting of parentheses and ``not``."""
 
-BoolArray = npt.NDArray[np.bool_]
-Value = tuple[int, Any]  # (kind, normalised Python value)
-
-_NULL, _BOOL, _INT, _FLOAT, _STR, _OTHER = range(6)
-_NUMBER = (_INT, _FLOAT)
-_FAMILY: Final = {_BOOL: _BOOL, _INT: _FLOAT, _FLOAT: _FLOAT, _STR: _STR}
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
-_KIND_OF_TYPE: Final[dict[type, int]] = {
-    type(None): _NULL,
-    bool: _BOOL,
-    np.bool_: _BOOL,
-    int: _INT,
-    float: _FLOAT,
-    str: _STR,
-    np.str_: _STR,
-    **dict.fromkeys(
-        (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64), _INT
-    ),
-    **dict.fromkeys((np.float16, np.float32, np.float64), _FLOAT),
-}
-_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
+_NUMBER: Final = (INT, FLOAT)
 _FLIPPED: Final = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-_TRUE: Final = np.ones((), dtype=np.bool_)
-_FALSE: Final = np.zeros((), dtype=np.bool_)
-
-
-def _int_to_float(value: int) -> float:
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
-def _norm(value: Any) -> Value:
-    """Classify a data value; the single definition of kinds that evaluate() relies on."""
-    kind = _KIND_OF_TYPE.get(type(value), _OTHER)
-    if kind == _INT:
-        number = int(value)
-        if _INT64_MIN <= number <= _INT64_MAX:
-            return _INT, number
-        return _FLOAT, _int_to_float(number)
-    if kind == _FLOAT:
-        real = float(value)
-        return (_NULL, None) if math.isnan(real) else (_FLOAT, real)
-    if kind == _BOOL:
-        return _BOOL, bool(value)
-    if kind == _STR:
-        return _STR, str(value)
-    return kind, None
 
 
 def _compare(op: str, left: Value, right: Value) -> bool:
     (lkind, lvalue), (rkind, rvalue) = left, right
-    fn = _OPS[op]
-    if lkind == _INT and rkind == _INT:
+    fn = OPS[op]
+    if lkind == INT and rkind == INT:
         return bool(fn(lvalue, rvalue))
     if lkind in _NUMBER and rkind in _NUMBER:
         return bool(fn(float(lvalue), float(rvalue)))
-    if lkind == rkind and lkind in (_STR, _BOOL):
+    if lkind == rkind and lkind in (STR, BOOL):
         return bool(fn(lvalue, rvalue))
     return False
 
 
 def _matches(op: str, value: Value, item: _Lit) -> bool:
     """``value op item`` for ``==``/``!=``, where a null item is the explicit null test."""
-    if item.kind == _NULL:
-        return (value[0] == _NULL) == (op == "==")
+    if item.kind == NULL:
+        return (value[0] == NULL) == (op == "==")
     return _compare(op, value, (item.kind, item.value))
-
-
-# --- vectorised columns -------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Column:
-    """An operand over n rows, split by family. A mask of None means no row is of that kind.
-
-    Value arrays hold a harmless filler where their mask is false, so comparing never raises.
-    """
-
-    null: BoolArray | None = None
-    is_int: BoolArray | None = None
-    ints: Any = None  # int64 values
-    is_num: BoolArray | None = None
-    floats: Any = None  # float64 value of every number, ints included
-    is_str: BoolArray | None = None
-    strs: Any = None
-    is_bool: BoolArray | None = None
-    bools: Any = None
-
-
-def _some(mask: BoolArray) -> BoolArray | None:
-    return mask if mask.any() else None
-
-
-def _both(a: BoolArray | None, b: BoolArray | None) -> BoolArray | None:
-    return None if a is None or b is None else a & b
-
-
-def _literal_column(kind: int, value: Any) -> _Column:
-    if kind == _NULL:
-        return _Column(null=_TRUE)
-    if kind == _INT:
-        return _Column(is_int=_TRUE, ints=np.int64(value), is_num=_TRUE, floats=float(value))
-    if kind == _FLOAT:
-        return _Column(is_num=_TRUE, floats=value)
-    if kind == _STR:
-        # An object scalar: numpy would turn a plain str into its str type, which drops
-        # trailing NUL characters.
-        return _Column(is_str=_TRUE, strs=np.array(value, dtype=object))
-    return _Column(is_bool=_TRUE, bools=value)
-
-
-def _array_column(values: npt.NDArray[Any], n: int) -> _Column:
-    kind = values.dtype.kind
-    if kind == "f":
-        floats = values.astype(np.float64, copy=False)
-        null = np.isnan(floats)
-        return _Column(null=_some(null), is_num=~null, floats=floats)
-    if kind in "iu":
-        every = np.ones(n, dtype=np.bool_)
-        floats = values.astype(np.float64)
-        if kind == "u" and n and int(values.max()) > _INT64_MAX:
-            fits = values <= _INT64_MAX  # larger ones count as floats, as in _norm()
-            ints = np.where(fits, values, 0).astype(np.int64)
-            return _Column(is_int=fits, ints=ints, is_num=every, floats=floats)
-        ints = values.astype(np.int64, copy=False)
-        return _Column(is_int=every, ints=ints, is_num=every, floats=floats)
-    if kind == "b":
-        return _Column(is_bool=np.ones(n, dtype=np.bool_), bools=values)
-    if kind == "U":
-        return _Column(is_str=np.ones(n, dtype=np.bool_), strs=values)
-    if kind == "O":
-        return _object_column(values, n)
-    return _Column()  # other dtypes (bytes, datetimes) are never null and never compare true
-
-
-def _object_column(values: npt.NDArray[Any], n: int) -> _Column:
-    # map() over builtins classifies in C, without a Python frame per row.
-    kinds = np.fromiter(
-        map(_KIND_OF_TYPE.get, map(type, values), repeat(_OTHER)), dtype=np.int8, count=n
-    )
-    null, is_int, is_float = kinds == _NULL, kinds == _INT, kinds == _FLOAT
-    floats = np.zeros(n, dtype=np.float64)
-    if is_float.any():
-        floats = np.where(is_float, values, 0.0).astype(np.float64)
-        nan = np.isnan(floats)
-        null |= nan
-        is_float &= ~nan
-    ints: npt.NDArray[np.int64] | None = None
-    if is_int.any():
-        try:
-            ints = np.where(is_int, values, 0).astype(np.int64)
-        except OverflowError:
-            # Rare: integers beyond int64 count as floats, as in _norm().
-            for i in np.flatnonzero(is_int):
-                kind, number = _norm(values[i])
-                if kind == _FLOAT:
-                    is_int[i], is_float[i], floats[i] = False, True, number
-            ints = np.where(is_int, values, 0).astype(np.int64)
-        floats = np.where(is_int, ints.astype(np.float64), floats)
-    column = _Column(null=_some(null), is_num=_some(is_int | is_float), floats=floats)
-    if ints is not None:
-        column.is_int, column.ints = _some(is_int), ints
-    if (is_str := _some(kinds == _STR)) is not None:
-        column.is_str, column.strs = is_str, np.where(is_str, values, "")
-    if (is_bool := _some(kinds == _BOOL)) is not None:
-        column.is_bool = is_bool
-        column.bools = np.where(is_bool, values, False).astype(np.bool_)
-    return column
-
-
-class _Columns:
-    """The columns of one mask() call, normalised once per name."""
-
-    __slots__ = ("_cache", "_columns", "n")
-
-    def __init__(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]], n: int) -> None:
-        self._columns = columns
-        self._cache: dict[str, _Column] = {}
-        self.n = n
-
-    def get(self, name: str) -> _Column:
-        column = self._cache.get(name)
-        if column is None:
-            column = self._cache[name] = self._load(name)
-        return column
-
-    def _load(self, name: str) -> _Column:
-        values = self._columns.get(name)
-        if values is None:
-            return _Column(null=np.ones(self.n, dtype=np.bool_))
-        if len(values) != self.n or (isinstance(values, np.ndarray) and values.ndim != 1):
-            raise ValueError(f"column {name!r} has shape {np.shape(values)}, expected ({self.n},)")
-        if not isinstance(values, np.ndarray):
-            values = np.fromiter(values, dtype=object, count=self.n)
-        return _array_column(values, self.n)
-
-
-def _compare_columns(op: str, a: _Column, b: _Column) -> BoolArray:
-    fn = _OPS[op]
-    out = _FALSE
-    both_int = _both(a.is_int, b.is_int)
-    if both_int is not None:
-        out = out | (both_int & fn(a.ints, b.ints))
-    numbers = _both(a.is_num, b.is_num)
-    if numbers is not None:
-        if both_int is not None:
-            numbers = numbers & ~both_int
-        out = out | (numbers & fn(a.floats, b.floats))
-    if (strs := _both(a.is_str, b.is_str)) is not None:
-        out = out | (strs & fn(a.strs, b.strs))
-    if (bools := _both(a.is_bool, b.is_bool)) is not None:
-        out = out | (bools & fn(a.bools, b.bools))
-    return out
-
-
-def _isin_column(column: _Column, items: tuple[_Lit, ...]) -> BoolArray:
-    """Rows equal to a non-null item, with the numeric rules of _compare()."""
-    ints = [item.value for item in items if item.kind == _INT]
-    floats = [item.value for item in items if item.kind == _FLOAT]
-    out = _FALSE
-    if column.is_int is not None and ints:
-        out = out | (column.is_int & np.isin(column.ints, np.array(ints, dtype=np.int64)))
-    if column.is_num is not None and floats:
-        out = out | (column.is_num & np.isin(column.floats, floats))
-    if column.is_num is not None and ints:
-        rest = column.is_num if column.is_int is None else column.is_num & ~column.is_int
-        out = out | (rest & np.isin(column.floats, [float(v) for v in ints]))
-    strs = [item.value for item in items if item.kind == _STR]
-    if column.is_str is not None and strs:
-        if column.strs.dtype.kind == "U":  # holds no trailing NULs, so such items never match
-            wanted = np.array([s for s in strs if not s.endswith("\x00")], dtype=np.str_)
-        else:  # object, as a numpy str array would drop the trailing NULs
-            wanted = np.array(strs, dtype=object)
-        out = out | (column.is_str & np.isin(column.strs, wanted))
-    bools = [item.value for item in items if item.kind == _BOOL]
-    if column.is_bool is not None and bools:
-        out = out | (column.is_bool & np.isin(column.bools, bools))
-    return out
 
 
 # --- syntax tree --------------------------------------------------------------------------
@@ -331,14 +118,14 @@ _Operand = _Name | _Lit
 
 def _value(operand: _Operand, row: Mapping[str, Any]) -> Value:
     if isinstance(operand, _Name):
-        return _norm(row.get(operand.name))
+        return normalise(row.get(operand.name))
     return operand.kind, operand.value
 
 
-def _column(operand: _Operand, columns: _Columns) -> _Column:
+def _column(operand: _Operand, columns: Columns) -> Column:
     if isinstance(operand, _Name):
         return columns.get(operand.name)
-    return _literal_column(operand.kind, operand.value)
+    return literal_column(operand.kind, operand.value)
 
 
 class _Node:
@@ -347,7 +134,7 @@ class _Node:
     def evaluate(self, row: Mapping[str, Any]) -> bool:
         raise NotImplementedError
 
-    def mask(self, columns: _Columns) -> BoolArray:
+    def mask(self, columns: Columns) -> BoolArray:
         raise NotImplementedError
 
 
@@ -360,8 +147,8 @@ class _Compare(_Node):
     def evaluate(self, row: Mapping[str, Any]) -> bool:
         return _compare(self.op, _value(self.left, row), _value(self.right, row))
 
-    def mask(self, columns: _Columns) -> BoolArray:
-        return _compare_columns(self.op, _column(self.left, columns), _column(self.right, columns))
+    def mask(self, columns: Columns) -> BoolArray:
+        return compare_columns(self.op, _column(self.left, columns), _column(self.right, columns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,21 +165,9 @@ class _In(_Node):
             return all(_matches("!=", value, item) for item in self.items)
         return any(_matches("==", value, item) for item in self.items)
 
-    def mask(self, columns: _Columns) -> BoolArray:
-        column = _column(self.operand, columns)
-        hits = _isin_column(column, self.items)
-        null = _FALSE if column.null is None else column.null
-        if not self.negate:
-            return hits | null if any(item.kind == _NULL for item in self.items) else hits
-        # Every `x != item` holds: x is of the one family of the non-null items and hits none.
-        families = {_FAMILY[item.kind] for item in self.items if item.kind != _NULL}
-        if not families:
-            return ~null
-        if len(families) > 1:
-            return _FALSE
-        member = {_BOOL: column.is_bool, _FLOAT: column.is_num, _STR: column.is_str}
-        family = member[families.pop()]
-        return _FALSE if family is None else family & ~hits
+    def mask(self, columns: Columns) -> BoolArray:
+        items = [(item.kind, item.value) for item in self.items]
+        return isin_column(_column(self.operand, columns), items, self.negate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +177,7 @@ class _Not(_Node):
     def evaluate(self, row: Mapping[str, Any]) -> bool:
         return not self.child.evaluate(row)
 
-    def mask(self, columns: _Columns) -> BoolArray:
+    def mask(self, columns: Columns) -> BoolArray:
         return ~self.child.mask(columns)
 
 
@@ -417,7 +192,7 @@ class _Junction(_Node):
         results = (item.evaluate(row) for item in self.items)
         return all(results) if self.conjunction else any(results)
 
-    def mask(self, columns: _Columns) -> BoolArray:
+    def mask(self, columns: Columns) -> BoolArray:
         combine = operator.and_ if self.conjunction else operator.or_
         out = self.items[0].mask(columns)
         for item in self.items[1:]:
@@ -490,7 +265,7 @@ class Expr:
         A name absent from ``columns`` is null in every row. Raises ValueError when a column
         does not have n values. Agrees exactly with ``evaluate`` on each row.
         """
-        result = self._root.mask(_Columns(columns, n))
+        result = self._root.mask(Columns(columns, n))
         return np.array(np.broadcast_to(result, (n,)), dtype=np.bool_)
 
 
@@ -511,7 +286,7 @@ _SUGGESTIONS: Final = {
 }
 _KEYWORDS: Final = frozenset({"and", "or", "not", "in", "true", "false", "null"})
 _NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_]*")
-_LITERAL_KEYWORDS: Final = {"true": (_BOOL, True), "false": (_BOOL, False), "null": (_NULL, None)}
+_LITERAL_KEYWORDS: Final = {"true": (BOOL, True), "false": (BOOL, False), "null": (NULL, None)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,9 +342,9 @@ def _tokenize(text: str) -> list[_Token]:
         value: Value | None = None
         if kind == "string":
             string, i = _read_string(text, i - 1)
-            spelled, value = text[column - 1 : i], (_STR, string)
+            spelled, value = text[column - 1 : i], (STR, string)
         elif kind == "number":
-            value = _norm(float(spelled) if any(c in ".eE" for c in spelled) else int(spelled))
+            value = normalise(float(spelled) if any(c in ".eE" for c in spelled) else int(spelled))
         elif kind == "word":
             _check_word(spelled, column)
             kind = "keyword" if spelled in _KEYWORDS else "name"
@@ -648,21 +423,19 @@ class _Parser:
     def condition(self) -> _Node:
         left_token = self.peek()
         left = self.operand("a condition")
-        op = self.take("op", *_OPS)
+        op = self.take("op", *OPS)
         if op is not None:
             right_token = self.peek()
             right = self.operand("a value")
-            null_token = (
-                left_token if isinstance(left, _Lit) and left.kind == _NULL else right_token
-            )
+            null_token = left_token if isinstance(left, _Lit) and left.kind == NULL else right_token
             return _comparison(op.text, left, right, null_token)
         negate = self.take("keyword", "not") is not None
         if self.take("keyword", "in"):
             return _In(left, self.literal_list(), negate)
         if negate:
             raise self.expected("'in'")
-        if isinstance(left, _Name) or left.kind == _BOOL:  # a bare name or boolean: `== true`
-            return _Compare("==", left, _Lit(_BOOL, True))
+        if isinstance(left, _Name) or left.kind == BOOL:  # a bare name or boolean: `== true`
+            return _Compare("==", left, _Lit(BOOL, True))
         raise self.expected("a comparison operator")
 
     def literal_list(self) -> tuple[_Lit, ...]:
@@ -685,12 +458,12 @@ class _Parser:
 
 
 def _comparison(op: str, left: _Operand, right: _Operand, null_token: _Token) -> _Node:
-    null_left = isinstance(left, _Lit) and left.kind == _NULL
-    if null_left or (isinstance(right, _Lit) and right.kind == _NULL):
+    null_left = isinstance(left, _Lit) and left.kind == NULL
+    if null_left or (isinstance(right, _Lit) and right.kind == NULL):
         if op not in ("==", "!="):
             message = f"null can only be compared with '==' or '!=', not '{op}'"
             raise ExprError(message, null_token.column)
-        return _In(right if null_left else left, (_Lit(_NULL, None),), negate=op == "!=")
+        return _In(right if null_left else left, (_Lit(NULL, None),), negate=op == "!=")
     if isinstance(left, _Lit) and isinstance(right, _Name):
         left, right, op = right, left, _FLIPPED[op]
     return _Compare(op, left, right)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from pulseboard.config import (
     summarize,
 )
 from pulseboard.errors import ConfigError
+from pulseboard.events import EventDecoder
 from pulseboard.expr import parse
 
 DEMO = Path(config_module.__file__).with_name("demo.yaml")
@@ -144,8 +146,8 @@ def test_values_are_parsed_not_just_accepted() -> None:
             "e": {
                 "fields": {
                     "n": {"type": "int", "enum": [1, 2, 3]},
-                    "x": {"type": "float", "enum": [1, 2.5]},
-                    "b": {"type": "bool", "required": False},
+                    "x": {"type": "float", "required": True},
+                    "b": {"type": "bool", "required": False, "enum": [True]},
                 }
             }
         },
@@ -175,10 +177,9 @@ def test_values_are_parsed_not_just_accepted() -> None:
     assert config.pipeline.retention == RetentionSpec(hot_ms=10_800_000)
     assert config.events["e"].fields == (
         FieldSpec("n", "int", enum=(1, 2, 3)),
-        FieldSpec("x", "float", enum=(1.0, 2.5)),
-        FieldSpec("b", "bool"),
+        FieldSpec("x", "float", required=True),
+        FieldSpec("b", "bool", enum=(True,)),
     )
-    assert isinstance(config.events["e"].fields[1].enum[0], float)  # type: ignore[index]
     # every equal to the window is a tumbling window
     assert config.metrics == (
         MetricSpec("m", "e", "p99", 7_200_000, field="n", group_by=("b", "n"), max_label_sets=7),
@@ -201,6 +202,35 @@ def test_count_accepts_a_field_of_any_type_and_distinct_any_field() -> None:
         ("distinct", "region"),
         ("distinct", "amount"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("ftype", "enum", "inside", "outside"),
+    [
+        pytest.param("string", ["eu", "us"], "us", "apac", id="string"),
+        pytest.param("int", [1, 2], 2, 3, id="int"),
+        pytest.param("bool", [True], True, False, id="bool"),
+    ],
+)
+def test_an_enum_the_check_accepts_is_enforced_by_the_event_decoder(
+    ftype: str, enum: list[object], inside: object, outside: object
+) -> None:
+    config = parse_config(
+        {
+            "events": {"e": {"fields": {"f": {"type": ftype, "enum": enum}}}},
+            "metrics": [{"name": "m", "event": "e", "agg": "count", "window": "1m"}],
+        }
+    )
+    events = [
+        {"id": "in", "type": "e", "time": 0, "data": {"f": inside}},
+        {"id": "out", "type": "e", "time": 0, "data": {"f": outside}},
+    ]
+
+    batch = EventDecoder(config).decode(json.dumps(events).encode(), 1_000)
+
+    assert batch.accepted == 1
+    assert batch.types["e"].ids == ["in"]
+    assert len(batch.errors) == 1
 
 
 def test_demo_config_is_valid_and_complete() -> None:
@@ -312,7 +342,7 @@ CASES: list[Any] = [
     ),
     pytest.param(
         {"storage": "{data_dir: ''}"},
-        "storage.data_dir: expected a directory path, got a string ('')",
+        "storage.data_dir: expected a directory path, got an empty string",
         id="empty-data-dir",
     ),
     # pipeline
@@ -419,6 +449,18 @@ CASES: list[Any] = [
         {"events": "{order: {fields: {region: {type: string, enum: eu}}}}"},
         "events.order.fields.region.enum: expected a list of allowed values, got a string ('eu')",
         id="enum-not-a-list",
+    ),
+    pytest.param(
+        {"events": "{order: {fields: {amount: {type: float, enum: [9.99, 19.99]}}}}"},
+        "events.order.fields.amount.enum: enum is not supported on a float field; enum works on "
+        "string, int and bool fields (use type int for whole numbers, or remove the enum)",
+        id="enum-on-float",
+    ),
+    pytest.param(
+        {"events": "{order: {fields: {amount: {type: float, enum: [1, 2]}}}}"},
+        "events.order.fields.amount.enum: enum is not supported on a float field; enum works on "
+        "string, int and bool fields (use type int for whole numbers, or remove the enum)",
+        id="enum-of-whole-numbers-on-float",
     ),
     pytest.param(
         {"events": "{order: {feilds: {}}}"},
@@ -653,6 +695,26 @@ CASES: list[Any] = [
         {"dashboards": "[{id: ops, panels: [{metric: orders}]}]"},
         "dashboards[0]: missing required key 'title'",
         id="dashboard-without-title",
+    ),
+    pytest.param(
+        {"dashboards": "[{id: ops, title: '', panels: [{metric: orders}]}]"},
+        "dashboards[0].title: expected a non-blank string, got an empty string",
+        id="empty-title",
+    ),
+    pytest.param(
+        {"dashboards": "[{id: ops, title: '  ', panels: [{metric: orders}]}]"},
+        "dashboards[0].title: expected a non-blank string, got a blank string ('  ')",
+        id="blank-title",
+    ),
+    pytest.param(
+        {"dashboards": "[{id: ops, title: 7, panels: [{metric: orders}]}]"},
+        "dashboards[0].title: expected a non-blank string, got an integer (7)",
+        id="title-not-a-string",
+    ),
+    pytest.param(
+        {"dashboards": "[{id: ops, title: Ops, panels: [{metric: ''}]}]"},
+        "dashboards[0].panels[0].metric: expected a metric name, got an empty string",
+        id="empty-panel-metric",
     ),
     pytest.param(
         {"dashboards": "[{id: Ops View, title: Ops, panels: [{metric: orders}]}]"},

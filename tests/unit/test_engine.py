@@ -9,6 +9,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,7 +72,11 @@ def test_tumbling_count_sum_and_group_by(shop_config: Config) -> None:
     )
     tick = engine.advance()
     assert tick.final == []  # stream time T0+60s: nothing is final before T0+90s
-    assert tick.changed == {"orders", "revenue", "orders_last_5m", "big_orders"}
+    assert set(tick.updates) == {"orders", "revenue", "orders_last_5m", "big_orders"}
+    assert [(v.labels, v.window_start_ms, v.value, v.status) for v in tick.updates["orders"]] == [
+        ({"region": "eu"}, T0 + 60_000, 1, "open")
+    ]
+    assert engine.advance().updates == {}
     got = finals([flush(engine)])
     assert got[("orders", (("region", "eu"),), T0)] == 2
     assert got[("orders", (("region", "us"),), T0)] == 1
@@ -355,3 +360,14 @@ def test_oracle_sees_late_events() -> None:
     expected, late = oracle(PROPERTY_CONFIG, arrivals)
     assert ("orders", "2") in late
     assert expected[("orders", (("region", "eu"),), T0 + 100_000 - 100_000 % 20_000)] == 1
+
+
+def test_first_arrivals_survive_hash_collisions() -> None:
+    from pulseboard.engine import _first_arrivals
+
+    ids = ["a", "b", "a", "c"]
+    positions = np.array([3, 0, 1, 2])  # arrival order: b, a(2nd in list), c, a(1st in list)
+    honest = np.array([hash(i) for i in ids], dtype=np.int64)
+    assert _first_arrivals(ids, honest, positions, 3).tolist() == [False, True, True, True]
+    colliding = np.array([7, 7, 7, 9], dtype=np.int64)  # "a" and "b" share a hash
+    assert _first_arrivals(ids, colliding, positions, 3).tolist() == [False, True, True, True]

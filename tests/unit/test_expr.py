@@ -275,6 +275,14 @@ def test_mask_representations() -> None:
         expr.mask({"amount": [1, 2]}, 3)
 
 
+def test_mask_returns_a_new_writable_array() -> None:
+    # Literals and absent fields share constant 0-d masks; a result must never alias them.
+    for text in ("true", "gone == null", "1 in (1, 2)"):
+        first = parse(text).mask({}, 2)
+        first[:] = False
+        assert parse(text).mask({}, 2).tolist() == [True, True], text
+
+
 # --- property: mask() agrees with evaluate() in every column representation ---------------
 
 OPS_LIST = ["==", "!=", "<", "<=", ">", ">="]
