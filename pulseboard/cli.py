@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=["engine"], help="which benchmark")
     bench.add_argument("--events", type=int, default=1_000_000, help="events to process")
     bench.add_argument("--workers", type=int, default=2, help="processes to aggregate in")
+    bench.add_argument("--repeat", type=int, default=3, help="rounds to take the median of")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -49,7 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pulseboard.benchmarks.engine import run_engine_bench
 
         return run_engine_bench(
-            events=args.events, workers=args.workers, as_json=args.json, out=sys.stdout
+            events=args.events,
+            workers=args.workers,
+            repeat=args.repeat,
+            as_json=args.json,
+            out=sys.stdout,
         )
     raise AssertionError(f"unhandled command {args.command!r}")
 
