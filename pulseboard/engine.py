@@ -9,9 +9,10 @@ Semantics (DESIGN.md, "Semantics"):
   the bucket it falls in is already final given the events that arrived before it (in earlier
   batches or earlier in the same batch), so splitting a stream into batches never changes it.
   Late events count in no window of that metric and come out of ``advance`` on the late channel.
-- **Duplicates**: an event id counts once for as long as it is remembered, which is at least the
-  dedupe horizon (the largest window plus the lateness) after its event time. A copy arriving
-  later than that is late for every metric anyway, so it can only reach the late channel.
+- **Duplicates**: an event id counts once for as long as it is remembered: until stream time
+  passes its event time by the dedupe horizon, the largest bucket (a tumbling window, or the
+  ``every`` of a sliding one) plus the lateness. A copy arriving later than that is late for
+  every metric anyway, so it can only reach the late channel (reconciliation dedupes there).
 - **Labels**: each metric keeps at most ``max_label_sets`` distinct ``group_by`` label sets; events
   of further label sets are counted under one set whose every label is ``__other__``, and
   ``overflow_events`` counts them.
@@ -225,7 +226,8 @@ class Engine:
         for metric in self._metrics.values():
             self._by_event.setdefault(metric.spec.event, []).append(metric)
         self._lateness_ms = lateness
-        horizon = max((m.window_ms for m in config.metrics), default=0) + lateness
+        # once an event's bucket is final, a copy of it is late for that metric anyway
+        horizon = max((m.bucket_ms for m in config.metrics), default=0) + lateness
         self._dedupe_bucket_ms = max(1_000, horizon // 8)
         self._dedupe_horizon_ms = horizon
         self._seen: set[str] = set()
@@ -429,13 +431,6 @@ class Engine:
             return []
         return self._metrics[metric].current(self._stream_ms)
 
-    def window(self, metric: str, start_ms: int) -> list[WindowValue]:
-        """Values of the window of ``metric`` that starts at ``start_ms``, from the buckets held."""
-        m = self._metrics[metric]
-        end = start_ms + m.spec.window_ms
-        final = end <= m.final_through_ms
-        return m._window(start_ms, end, "final" if final else "open")
-
     def snapshot(self) -> bytes:
         """Everything needed to continue exactly where this engine is, as versioned bytes."""
         metrics = {}
@@ -479,7 +474,7 @@ class Engine:
                 )
             engine = cls(config)
             engine._load(payload)
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+        except (msgspec.DecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
             raise StateError(f"engine snapshot is unreadable: {exc}") from exc
         return engine
 
