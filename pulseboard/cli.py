@@ -8,6 +8,16 @@ import sys
 from collections.abc import Sequence
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pulseboard", description="Live operational dashboards from a stream of events."
@@ -19,14 +29,20 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="path to a pulseboard.yaml")
 
     demo = commands.add_parser("demo", help="run the built-in shop demo")
-    demo.add_argument("--events", type=int, default=200_000, help="events to simulate")
+    demo.add_argument("--events", type=_positive, default=200_000, help="events to simulate")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the simulated traffic")
 
     bench = commands.add_parser("bench", help="run a benchmark and print its result")
     bench.add_argument("name", choices=["engine"], help="which benchmark")
-    bench.add_argument("--events", type=int, default=1_000_000, help="events to process")
-    bench.add_argument("--workers", type=int, default=2, help="processes to aggregate in")
-    bench.add_argument("--repeat", type=int, default=3, help="rounds to take the median of")
+    bench.add_argument("--events", type=_positive, default=1_000_000, help="events to process")
+    bench.add_argument(
+        "--workers",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="1: decode and aggregate in one process; 2: decode in one, aggregate in another",
+    )
+    bench.add_argument("--repeat", type=_positive, default=3, help="rounds to take the best of")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

@@ -35,10 +35,13 @@ def _format(values: list[WindowValue]) -> str:
     return " ".join(parts)
 
 
-def _print_minute(out: TextIO, start_ms: int, rows: dict[str, list[WindowValue]]) -> None:
+def _print_minute(
+    out: TextIO, start_ms: int, rows: dict[str, list[WindowValue]], partial: bool
+) -> None:
     stamp = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%H:%M")
     cells = [f"{name} {_format(rows[name])}" for name in HEADLINES if name in rows]
-    out.write(f"{stamp}  " + " | ".join(cells) + "\n")
+    note = "  (partial: the simulation ended in this minute)" if partial else ""
+    out.write(f"{stamp}  " + " | ".join(cells) + note + "\n")
 
 
 def run_demo(*, events: int, seed: int, out: TextIO) -> int:
@@ -46,10 +49,16 @@ def run_demo(*, events: int, seed: int, out: TextIO) -> int:
     config = demo_config()
     decoder = EventDecoder(config)
     engine = Engine(config)
-    start_ms = int(time.time() * 1000) // 60_000 * 60_000 - 3_600_000
-    bodies = make_bodies(events, start_ms=start_ms, events_per_s=500, late=0.002, seed=seed)
+    rate = 500
+    # start the traffic an hour ago, just after a minute boundary (beyond the 2 s of disorder)
+    start_ms = int(time.time() * 1000) // 60_000 * 60_000 - 3_600_000 + 2_000
+    end_ms = start_ms + events * 1_000 // rate
+    bodies = make_bodies(events, start_ms=start_ms, events_per_s=rate, late=0.002, seed=seed)
     now_ms = start_ms + 7_200_000
-    out.write(f"pulseboard demo: {events:,} simulated shop events, {len(config.metrics)} metrics\n")
+    out.write(
+        f"pulseboard demo: {events:,} simulated shop events at {rate}/s of event time, "
+        f"{len(config.metrics)} metrics; one line per minute (UTC) once it is final\n"
+    )
     began = time.perf_counter()
     late = rejected = 0
 
@@ -59,7 +68,7 @@ def run_demo(*, events: int, seed: int, out: TextIO) -> int:
             if value.metric in HEADLINES and value.window_end_ms - value.window_start_ms == 60_000:
                 minutes[value.window_start_ms][value.metric].append(value)
         for start in sorted(minutes):
-            _print_minute(out, start, minutes[start])
+            _print_minute(out, start, minutes[start], partial=start + 60_000 > end_ms)
 
     for i, body in enumerate(bodies, 1):
         batch = decoder.decode(body, now_ms)
@@ -76,7 +85,7 @@ def run_demo(*, events: int, seed: int, out: TextIO) -> int:
     summary: dict[str, Any] = {
         "events": events,
         "duplicates dropped": engine.duplicates,
-        "late (event, metric) pairs": late + len(tick.late),
+        "late arrivals (counted once per metric)": late + len(tick.late),
         "rejected": rejected,
         "events/s": round(events / seconds),
     }

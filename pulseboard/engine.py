@@ -35,7 +35,7 @@ from pulseboard.config import Config, MetricSpec
 from pulseboard.errors import StateError
 from pulseboard.events import Batch, TypeBatch
 from pulseboard.expr import Expr
-from pulseboard.windows import bucket_start_ms, final_ends
+from pulseboard.windows import bucket_start_ms
 
 OTHER = "__other__"
 SNAPSHOT_VERSION = 1
@@ -61,8 +61,11 @@ class WindowValue:
 class LateEvent:
     """An event that arrived after its bucket of ``metric`` became final.
 
-    ``value`` is the field the metric aggregates (None for a plain count); applying it to the
-    window ``[window_start_ms, window_end_ms)`` with that label set is what reconciliation does.
+    ``window_start_ms``/``window_end_ms`` bound that bucket: the window of a tumbling metric, the
+    ``every`` step of a sliding one (which then lies in ``window / every`` final windows).
+    ``value`` is the field the metric aggregates (None for a plain count). ``labels`` are the
+    event's, or all ``__other__`` when its label set is beyond the metric's cap. Applying the
+    value to that bucket and label set is what reconciliation does.
     """
 
     metric: str
@@ -174,19 +177,37 @@ class _Metric:
         out: list[WindowValue] = []
         step = self.bucket_ms
         window = self.spec.window_ms
-        # the first window holding data ends one step after the first bucket's start, the last
-        # one ends ``window - step`` after the last bucket's end
-        after = max(self.final_through_ms, min(self.buckets) * step)
-        last = (max(self.buckets) + 1) * step + window - step
-        for end in final_ends(after, stream_time_ms, self.lateness_ms, step):
-            if end > last:
-                break
-            out.extend(self._window(end - window, end, "final"))
+        per_window = window // step
+        # window ends, in steps, that are final now and were not yet emitted
+        first = self.final_through_ms // step + 1
+        last = (stream_time_ms - self.lateness_ms) // step
+        # only ends of windows that hold a bucket: bucket b is in the windows ending at
+        # b + 1 .. b + per_window; runs of them are merged so each end is visited once
+        run: list[int] = []
+        for bucket in sorted(self.buckets):
+            low, high = max(bucket + 1, first), min(bucket + per_window, last)
+            if low > high:
+                continue
+            if run and low <= run[1] + 1:
+                run[1] = max(run[1], high)
+                continue
+            out.extend(self._windows_ending(run, step))
+            run = [low, high]
+        out.extend(self._windows_ending(run, step))
         self.final_through_ms = max(self.final_through_ms, stream_time_ms - self.lateness_ms)
         # a bucket is needed until the last window that holds it is final
         horizon = (self.final_through_ms - window + step) // step
         for bucket in [b for b in self.buckets if b < horizon]:
             del self.buckets[bucket]
+        return out
+
+    def _windows_ending(self, run: list[int], step: int) -> list[WindowValue]:
+        """Final values of the windows ending at steps ``run[0]`` to ``run[1]`` (inclusive)."""
+        if not run:
+            return []
+        out: list[WindowValue] = []
+        for end in range(run[0] * step, (run[1] + 1) * step, step):
+            out.extend(self._window(end - self.spec.window_ms, end, "final"))
         return out
 
     def _window(self, start_ms: int, end_ms: int, status: Status) -> list[WindowValue]:
@@ -384,8 +405,13 @@ class Engine:
     ) -> None:
         spec = metric.spec
         step = metric.bucket_ms
+        columns = [tb.values(name) for name in spec.group_by]
+        full = len(metric.label_ids) >= spec.max_label_sets
         for i in idx.tolist():
-            labels = {name: tb.values(name)[i] for name in spec.group_by}
+            key = tuple(column[i] for column in columns)
+            if full and key not in metric.label_ids:
+                key = (OTHER,) * len(key)
+            labels = dict(zip(spec.group_by, key, strict=True))
             time_ms = int(tb.time_ms[i])
             start = bucket_start_ms(time_ms, step)
             value = None if values is None else values[i]
@@ -452,6 +478,7 @@ class Engine:
             "max_event": self._max_event_ms,
             "stream": self._stream_ms,
             "duplicates": self.duplicates,
+            "seen_bucket_ms": self._dedupe_bucket_ms,
             "seen": [[b, ids] for b, ids in self._seen_by_bucket.items()],
             "late": self._late,
             "metrics": metrics,
@@ -482,8 +509,12 @@ class Engine:
         self._max_event_ms = payload["max_event"]
         self._stream_ms = payload["stream"]
         self.duplicates = payload["duplicates"]
+        width = payload["seen_bucket_ms"]
         for bucket, ids in payload["seen"]:
-            self._seen_by_bucket[bucket] = ids
+            # the config may have changed the bucket width: file ids by their bucket's start
+            self._seen_by_bucket.setdefault(bucket * width // self._dedupe_bucket_ms, []).extend(
+                ids
+            )
             self._seen.update(ids)
         self._late = [LateEvent(**record) for record in payload["late"]]
         for name, saved in payload["metrics"].items():

@@ -13,6 +13,7 @@ naming its index, id and the problem.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ _PYTHON_TYPES: dict[str, type] = {"int": int, "float": float, "string": str, "bo
 _ID, _TIME, _DATA = attrgetter("id"), attrgetter("time"), attrgetter("data")
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
 
+_INT64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 EventTime = (
@@ -251,6 +253,8 @@ def _data_struct(spec: EventSpec) -> type[msgspec.Struct]:
 def _field_annotation(f: FieldSpec) -> Any:
     if f.enum is not None:
         return Literal[tuple(f.enum)]
+    if f.type == "int":
+        return _INT64
     return _PYTHON_TYPES[f.type]
 
 
@@ -338,7 +342,7 @@ class EventDecoder:
             message = message[: match.start()]
         if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
             return f"{where}: not valid JSON ({message})"
-        if where.endswith(".type") or (match is None and "type" in message):
+        if where == f"events[{index}].type" or (match is None and "`type`" in message):
             known = ", ".join(sorted(self._config.events))
             if isinstance(event_type, str):
                 return f"{where}: unknown event type {event_type!r} (registered: {known})"
@@ -347,7 +351,16 @@ class EventDecoder:
         message = f"{message[:1].lower()}{message[1:]}"
         if where.endswith("].time"):
             return f"{where}: {message}; expected RFC 3339 with an offset or epoch milliseconds"
-        return f"{where}: {message}"
+        return f"{where}: {message}{self._expected_values(event_type, where)}"
+
+    def _expected_values(self, event_type: Any, where: str) -> str:
+        """For an enum field, the values it accepts, as the end of an error message."""
+        spec = self._config.events.get(event_type) if isinstance(event_type, str) else None
+        name = where.rpartition(".data.")[2] if ".data." in where else None
+        field = spec.field(name) if spec is not None and name is not None else None
+        if field is None or field.enum is None:
+            return ""
+        return " (expected one of: " + ", ".join(json.dumps(v) for v in field.enum) + ")"
 
     def _columns(
         self,
@@ -359,22 +372,26 @@ class EventDecoder:
     ) -> Batch:
         """Split decoded events by type into columns; ``positions`` None means 0, 1, 2, ..."""
         n = len(events)
+        if n == 0:
+            return Batch({}, errors, received)
         index = np.arange(n, dtype=np.int64) if positions is None else np.array(positions, np.int64)
         try:
             time_ms = np.fromiter(map(_TIME, events), np.int64, n)
         except TypeError:  # some times are RFC 3339 strings
             time_ms = np.array([_to_ms(t) for t in map(_TIME, events)], dtype=np.int64)
-        future = time_ms > now_ms + self._max_future_ms
-        if future.any():
+        outside = (time_ms > now_ms + self._max_future_ms) | (time_ms < 0)
+        if outside.any():
             errors.extend(
-                self._future_error(events[i], int(index[i]), int(time_ms[i]), now_ms)
-                for i in np.flatnonzero(future).tolist()
+                self._time_error(events[i], int(index[i]), int(time_ms[i]), now_ms)
+                for i in np.flatnonzero(outside).tolist()
             )
-            keep = ~future
+            keep = ~outside
             events = list(compress(events, keep.tolist()))
             index, time_ms = index[keep], time_ms[keep]
             n = len(events)
         errors.sort(key=lambda e: e.index)
+        if n == 0:
+            return Batch({}, errors, received)
         types: dict[str, TypeBatch] = {}
         classes = list(map(type, events))
         kinds = list(dict.fromkeys(classes))
@@ -396,15 +413,14 @@ class EventDecoder:
             types[spec.name] = TypeBatch(spec, where, ids, times, list(map(_DATA, chosen)))
         return Batch(types, errors, received)
 
-    def _future_error(self, event: Any, index: int, time_ms: int, now_ms: int) -> EventError:
-        ahead = format_duration_ms(time_ms - now_ms)
-        limit = format_duration_ms(self._max_future_ms)
-        return EventError(
-            index,
-            event.id,
-            f"events[{index}].time: {ahead} ahead of the server clock; at most {limit} is "
-            "accepted (max_future)",
-        )
+    def _time_error(self, event: Any, index: int, time_ms: int, now_ms: int) -> EventError:
+        if time_ms < 0:
+            message = "before 1970-01-01T00:00:00Z; expected a time from 1970 on"
+        else:
+            ahead = format_duration_ms(time_ms - now_ms)
+            limit = format_duration_ms(self._max_future_ms)
+            message = f"{ahead} ahead of the server clock; at most {limit} is accepted (max_future)"
+        return EventError(index, event.id, f"events[{index}].time: {message}")
 
 
 def _to_ms(value: int | datetime) -> int:

@@ -31,10 +31,3 @@ def windows_containing(time_ms: int, window_ms: int, every_ms: int | None) -> li
     step = every_ms if every_ms is not None else window_ms
     first_end = bucket_start_ms(time_ms, step) + step
     return [(end - window_ms, end) for end in range(first_end, first_end + window_ms, step)]
-
-
-def final_ends(after_end_ms: int, stream_time_ms: int, lateness_ms: int, step_ms: int) -> range:
-    """Window ends, multiples of ``step_ms`` greater than ``after_end_ms``, that are final now."""
-    first = after_end_ms - after_end_ms % step_ms + step_ms
-    last = stream_time_ms - lateness_ms  # an end at most this is final
-    return range(first, last + 1, step_ms) if last >= first else range(0)

@@ -196,9 +196,5 @@ def run_engine_bench(*, events: int, workers: int, repeat: int, as_json: bool, o
         "validated_decode_events_per_s": round(validated),
         "stage_ns_per_event": stage_costs(config, bodies, events),
     }
-    if as_json:
-        out.write(json.dumps(report) + "\n")
-    else:
-        for key, value in report.items():
-            out.write(f"{key:>32}: {value}\n")
+    out.write(json.dumps(report, indent=None if as_json else 2) + "\n")
     return 0

@@ -19,7 +19,7 @@ from pulseboard.config import Config
 from pulseboard.engine import OTHER, Engine, Tick
 from pulseboard.events import Batch, EventDecoder, decode_batch, encode_batch
 from pulseboard.windows import is_final, windows_containing
-from tests.conftest import make_config
+from tests.conftest import SHOP_YAML, make_config
 
 T0 = 1_767_225_600_000  # a minute boundary
 NOW_MS = T0 + 10**10  # far enough ahead that max_future never rejects a test event
@@ -173,6 +173,57 @@ def test_label_cap_sends_the_rest_to_other() -> None:
     }
 
 
+def test_late_events_beyond_the_label_cap_carry_other() -> None:
+    config = make_config(
+        """
+        pipeline: {lateness: 1s}
+        events: {order: {fields: {shop: {type: string}}}}
+        metrics:
+          - {name: orders, event: order, agg: count, window: 1m, group_by: [shop],
+             max_label_sets: 1}
+        """
+    )
+    engine = Engine(config)
+    feed(engine, config, [ev(1, T0 + 1, shop="a"), ev(2, T0 + 120_000, shop="a")])
+    feed(engine, config, [ev(3, T0 + 2, shop="a"), ev(4, T0 + 3, shop="b")])
+    late = {e.event_id: e.labels for e in engine.advance().late}
+    assert late == {"3": {"shop": "a"}, "4": {"shop": OTHER}}
+
+
+def test_windows_far_apart_emit_only_windows_with_data() -> None:
+    """A sliding window walks only the ends whose windows hold buckets, not every step between."""
+    config = make_config(
+        """
+        pipeline: {lateness: 1s}
+        events: {order: {fields: {}}}
+        metrics: [{name: recent, event: order, agg: count, window: 5m, every: 1s}]
+        """
+    )
+    engine = Engine(config)
+    two_days = 2 * 86_400_000
+    feed(engine, config, [ev(1, T0), ev(2, T0 + two_days)])
+    first = engine.advance().final
+    assert len(first) == 300  # the first event's windows; the second event's are still open
+    final = first + flush(engine).final
+    assert len(final) == 2 * 300
+    assert {w.value for w in final} == {1}
+    assert min(w.window_start_ms for w in final) == T0 - 299_000
+    assert max(w.window_start_ms for w in final) == T0 + two_days
+
+
+def test_restore_with_another_dedupe_width_keeps_ids(shop_config: Config) -> None:
+    hourly = make_config(SHOP_YAML_WITH_HOURLY)
+    engine = Engine(hourly)
+    feed(engine, hourly, [ev("x", T0 + 1)])
+    engine.advance()
+    restored = Engine.restore(shop_config, engine.snapshot())
+    restored.advance()
+    feed(restored, shop_config, [ev("x", T0 + 1), ev("y", T0 + 2)])
+    assert restored.duplicates == 1
+    got = finals([flush(restored)])
+    assert got[("orders", (("region", None),), T0)] == 2
+
+
 def test_current_values(shop_config: Config) -> None:
     engine = Engine(shop_config)
     assert engine.current("orders") == []
@@ -193,6 +244,11 @@ def test_restore_rejects_garbage(shop_config: Config) -> None:
     with pytest.raises(StateError):
         Engine.restore(shop_config, b"not a snapshot")
 
+
+SHOP_YAML_WITH_HOURLY = SHOP_YAML.replace(
+    "metrics:\n",
+    "metrics:\n  - {name: hourly, event: order, agg: count, window: 1h}\n",
+).replace("pipeline: {", "pipeline: {retention: {hot: 2h}, ")
 
 # --- the oracle ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import pytest
 from pulseboard.config import Config
 from pulseboard.errors import DecodeError
 from pulseboard.events import Batch, EventDecoder, decode_batch, encode_batch
+from tests.conftest import make_config
 
 NOW_MS = 1_767_225_600_000
 
@@ -95,6 +96,19 @@ def test_valid_batch_becomes_columns(shop_config: Config) -> None:
             "events[1].time: expected int >= 0",
         ),
         ("not an object", "events[1]: expected object, got str"),
+        (
+            {"id": "x", "type": "order", "time": NOW_MS, "data": {"amount": 1, "items": 2**63}},
+            "events[1].data.items: expected int <= 9223372036854775807",
+        ),
+        (
+            {"id": "x", "type": "order", "time": "1969-12-31T23:59:59Z", "data": {"amount": 1}},
+            "events[1].time: before 1970-01-01T00:00:00Z; expected a time from 1970 on",
+        ),
+        (
+            {"id": "x", "type": "order", "time": NOW_MS, "data": {"amount": 1, "region": "mars"}},
+            "events[1].data.region: invalid enum value 'mars' "
+            '(expected one of: "eu", "us", "apac")',
+        ),
     ],
 )
 def test_bad_event_is_rejected_and_neighbours_survive(
@@ -109,6 +123,36 @@ def test_bad_event_is_rejected_and_neighbours_survive(
     assert problem.error.startswith(error), problem.error
     expected_id = event.get("id") if isinstance(event, dict) else None
     assert problem.id == (expected_id if isinstance(expected_id, str) else None)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[]",
+        json.dumps([{"id": "1"}]).encode(),
+        json.dumps([order(1) | {"time": NOW_MS + 10**9}]).encode(),
+    ],
+)
+def test_batch_with_nothing_accepted(shop_config: Config, payload: bytes) -> None:
+    batch = EventDecoder(shop_config).decode(payload, NOW_MS)
+    assert batch.types == {}
+    assert batch.accepted == 0
+    assert len(batch.errors) == batch.received == len(json.loads(payload))
+    assert EventDecoder(shop_config).decode_lines(b"", NOW_MS).received == 0
+
+
+def test_a_data_field_named_type_is_not_the_event_type() -> None:
+    config = make_config(
+        """
+        events: {order: {fields: {type: {type: string, enum: [a, b]}}}}
+        metrics: [{name: n, event: order, agg: count, window: 1m}]
+        """
+    )
+    event = {"id": "1", "type": "order", "time": NOW_MS, "data": {"type": "c"}}
+    (problem,) = EventDecoder(config).decode(body(event), NOW_MS).errors
+    assert problem.error == (
+        'events[0].data.type: invalid enum value \'c\' (expected one of: "a", "b")'
+    )
 
 
 @pytest.mark.parametrize(

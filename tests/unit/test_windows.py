@@ -1,6 +1,6 @@
 import pytest
 
-from pulseboard.windows import bucket_start_ms, final_ends, is_final, windows_containing
+from pulseboard.windows import bucket_start_ms, is_final, windows_containing
 
 
 @pytest.mark.parametrize(
@@ -44,17 +44,3 @@ def test_windows_containing(
     time_ms: int, window_ms: int, every_ms: int | None, windows: list[tuple[int, int]]
 ) -> None:
     assert windows_containing(time_ms, window_ms, every_ms) == windows
-
-
-@pytest.mark.parametrize(
-    ("after", "stream", "lateness", "step", "ends"),
-    [
-        (0, 90_000, 30_000, 60_000, [60_000]),
-        (60_000, 90_000, 30_000, 60_000, []),
-        (60_000, 150_000, 30_000, 60_000, [120_000]),
-        (500, 4_000, 1_000, 1_000, [1_000, 2_000, 3_000]),
-        (0, 10, 100, 1_000, []),
-    ],
-)
-def test_final_ends(after: int, stream: int, lateness: int, step: int, ends: list[int]) -> None:
-    assert list(final_ends(after, stream, lateness, step)) == ends
