@@ -3,8 +3,11 @@
 One function per section; each reads what it knows with the readers of
 :mod:`pulseboard.config_values`, reports what is wrong to a shared
 :class:`~pulseboard.config_values.Problems` list, and carries on, so one run lists every
-mistake. Cross-references (metric -> event, field; panel -> metric) are only checked against
-sections that were readable, so one mistake does not cascade into a page of follow-up problems.
+mistake. Cross-references (metric -> event, field; panel -> metric; window -> hot retention)
+use whatever parts of the other sections were readable: a field whose type could be read is
+type-checked even if its spec has other problems, and ``retention.hot`` is checked against even
+if another pipeline setting is wrong. What could not be read is skipped, so one mistake does not
+cascade into a page of follow-up problems.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pulseboard.config import (
 from pulseboard.config_values import (
     Problems,
     at,
+    bare_name_problem,
     check_keys,
     comparison_problem,
     describe,
@@ -48,8 +52,9 @@ from pulseboard.config_values import (
     read_panel_kind,
     read_positive_int,
     read_string,
+    valid_names,
 )
-from pulseboard.durations import format_duration_ms
+from pulseboard.durations import dividing_step_ms, format_duration_ms
 from pulseboard.errors import ConfigError, ExprError
 
 Spec = TypeVar("Spec")
@@ -84,13 +89,6 @@ _METRIC_KEYS = (
 _DASHBOARD_KEYS = ("id", "title", "panels")
 _PANEL_KEYS = ("metric", "kind", "title")
 
-# Steps offered when `every` does not divide the window.
-_NICE_STEPS_MS = (
-    *(n * 1_000 for n in (1, 2, 5, 10, 15, 30)),
-    *(n * 60_000 for n in (1, 2, 5, 10, 15, 30)),
-    3_600_000,
-)
-
 _DEFAULT_STORAGE = StorageSpec()
 _DEFAULT_PIPELINE = PipelineSpec()
 _DEFAULT_RETENTION = RetentionSpec()
@@ -101,8 +99,9 @@ _DEFAULT_MAX_LABEL_SETS = MetricSpec(name="m", event="e", agg="count", window_ms
 class _Event:
     """An event type as far as it could be read; ``fields`` is None when unreadable.
 
-    A field mapped to None exists but its spec has problems: references to it are accepted
-    without type checks.
+    A field mapped to None exists but its type could not be read: references to it are
+    accepted without type checks. A field whose spec has other problems still has its spec
+    here, for type checks; it never reaches a Config, as the config then has problems.
     """
 
     name: str
@@ -165,27 +164,31 @@ def _check_storage(p: Problems, value: object) -> StorageSpec | None:
     return StorageSpec(data_dir=data_dir, log=log, hot=hot, history=history)
 
 
-def _check_retention(p: Problems, value: object, loc: str) -> RetentionSpec | None:
+def _check_retention(
+    p: Problems, value: object, loc: str
+) -> tuple[RetentionSpec | None, int | None]:
+    """The retention (None if it has problems) and ``hot`` in ms, if that alone was readable."""
     mapping = read_mapping(p, value, loc, "a mapping of hot, history and log durations")
     if mapping is None:
-        return None
+        return None, None
     check_keys(p, mapping, loc, _RETENTION_KEYS)
     default = _DEFAULT_RETENTION
     hot = read_key(p, mapping, loc, "hot", read_duration, default.hot_ms)
     history = read_key(p, mapping, loc, "history", read_duration, default.history_ms)
     log = read_key(p, mapping, loc, "log", read_duration, default.log_ms)
     if hot is None or history is None or log is None:
-        return None
-    return RetentionSpec(hot_ms=hot, history_ms=history, log_ms=log)
+        return None, hot
+    return RetentionSpec(hot_ms=hot, history_ms=history, log_ms=log), hot
 
 
-def _check_pipeline(p: Problems, value: object) -> PipelineSpec | None:
+def _check_pipeline(p: Problems, value: object) -> tuple[PipelineSpec | None, int | None]:
+    """The pipeline (None if it has problems) and ``retention.hot`` in ms, if readable."""
     if value is None:
-        return _DEFAULT_PIPELINE
+        return _DEFAULT_PIPELINE, _DEFAULT_RETENTION.hot_ms
     loc = "pipeline"
     mapping = read_mapping(p, value, loc, "a mapping of pipeline settings")
     if mapping is None:
-        return None
+        return None, None
     check_keys(p, mapping, loc, _PIPELINE_KEYS)
     default = _DEFAULT_PIPELINE
 
@@ -204,12 +207,15 @@ def _check_pipeline(p: Problems, value: object) -> PipelineSpec | None:
         read_positive_int,
         default.distinct_exact_threshold,
     )
-    retention = read_key(p, mapping, loc, "retention", _check_retention, default.retention)
+    retention: RetentionSpec | None = default.retention
+    hot_ms: int | None = default.retention.hot_ms
+    if "retention" in mapping:
+        retention, hot_ms = _check_retention(p, mapping["retention"], at(loc, "retention"))
     if tick is None or lateness is None or max_future is None or reconcile is None:
-        return None
+        return None, hot_ms
     if threshold is None or retention is None:
-        return None
-    return PipelineSpec(
+        return None, hot_ms
+    spec = PipelineSpec(
         tick_ms=tick,
         lateness_ms=lateness,
         max_future_ms=max_future,
@@ -217,6 +223,7 @@ def _check_pipeline(p: Problems, value: object) -> PipelineSpec | None:
         retention=retention,
         distinct_exact_threshold=threshold,
     )
+    return spec, hot_ms
 
 
 # --- events --------------------------------------------------------------------------------
@@ -226,24 +233,29 @@ def _check_field(p: Problems, name: str, value: object, loc: str) -> FieldSpec |
     mapping = read_mapping(p, value, loc, "a mapping like {type: string}")
     if mapping is None:
         return None
-    mark = len(p)
     check_keys(p, mapping, loc, _FIELD_KEYS, required=("type",))
     ftype: FieldType | None = read_key(p, mapping, loc, "type", read_field_type)
     required = read_key(p, mapping, loc, "required", read_bool, False)
+    mark = len(p)
     enum = read_enum(p, mapping["enum"], ftype, at(loc, "enum")) if "enum" in mapping else None
-    if len(p) > mark or ftype is None or required is None:
+    if ftype is None:
         return None
-    return FieldSpec(name=name, type=ftype, required=required, enum=enum)
+    # A spec with problems is still returned for type checks; a wrong enum is left out of it,
+    # so a value the author meant to list is not also reported as missing from it.
+    enum = enum if len(p) == mark else None
+    return FieldSpec(name=name, type=ftype, required=bool(required), enum=enum)
 
 
 def _check_event(p: Problems, name: str, value: object, loc: str) -> _Event:
-    mapping = read_mapping(p, value, loc, "a mapping like {fields: {...}}")
+    """An event type; a null body or null ``fields`` declares no fields, like an empty one."""
+    mapping = read_mapping(p, {} if value is None else value, loc, "a mapping like {fields: {...}}")
     if mapping is None:
         return _Event(name, None)
     check_keys(p, mapping, loc, _EVENT_KEYS)
     fields_loc = at(loc, "fields")
+    raw_fields = mapping.get("fields")
     raw = read_mapping(
-        p, mapping.get("fields", {}), fields_loc, "a mapping of field names to specs"
+        p, {} if raw_fields is None else raw_fields, fields_loc, "a mapping of field names to specs"
     )
     if raw is None:
         return _Event(name, None)
@@ -277,10 +289,10 @@ def _check_events(p: Problems, value: object) -> dict[str, _Event] | None:
 
 @dataclass
 class _MetricContext:
-    """What a metric is checked against: None marks a section that could not be read."""
+    """What a metric is checked against: None marks what could not be read."""
 
     events: dict[str, _Event] | None
-    pipeline: PipelineSpec | None
+    hot_ms: int | None  # pipeline.retention.hot
 
 
 def _lookup_field(
@@ -292,7 +304,8 @@ def _lookup_field(
     if name in event.fields:
         return True, event.fields[name]
     if event.fields:
-        p.add(loc, f"event {event.name!r} has no field {name!r}" + hint(name, list(event.fields)))
+        choices = valid_names(event.fields)
+        p.add(loc, f"event {event.name!r} has no field {name!r}" + hint(name, choices))
     else:
         p.add(loc, f"event {event.name!r} has no fields, so no field {name!r}")
     return False, None
@@ -307,7 +320,7 @@ def _metric_event(
     if name is None or events is None:
         return name, None
     if name not in events:
-        p.add(at(loc, "event"), f"unknown event type {name!r}" + hint(name, list(events)))
+        p.add(at(loc, "event"), f"unknown event type {name!r}" + hint(name, valid_names(events)))
         return name, None
     return name, events[name]
 
@@ -316,6 +329,7 @@ def _numeric_fields(event: _Event | None) -> str:
     if event is None or event.fields is None:
         return ""
     numeric = [n for n, s in event.fields.items() if s is not None and s.type in ("int", "float")]
+    numeric = valid_names(numeric)
     if not numeric:
         return f"; event {event.name!r} has no int or float field"
     return f", e.g. {', '.join(numeric)}"
@@ -344,22 +358,17 @@ def _metric_field(
     return name
 
 
-def _divisor_hint(window_ms: int, every_ms: int) -> str:
-    fitting = [step for step in _NICE_STEPS_MS if step <= every_ms and window_ms % step == 0]
-    return f"; e.g. every: {format_duration_ms(fitting[-1])}" if fitting else ""
-
-
 def _metric_window(
-    p: Problems, mapping: Mapping[object, object], loc: str, pipeline: PipelineSpec | None
+    p: Problems, mapping: Mapping[object, object], loc: str, hot_ms: int | None
 ) -> tuple[int | None, int | None]:
     """(window_ms, every_ms); every_ms is None for a tumbling window."""
     window = read_key(p, mapping, loc, "window", read_duration)
     every = read_key(p, mapping, loc, "every", read_duration)
-    if window is not None and pipeline is not None and window > pipeline.retention.hot_ms:
+    if window is not None and hot_ms is not None and window > hot_ms:
         p.add(
             at(loc, "window"),
             f"{format_duration_ms(window)} is longer than pipeline.retention.hot "
-            f"({format_duration_ms(pipeline.retention.hot_ms)}), so the hot store cannot hold "
+            f"({format_duration_ms(hot_ms)}), so the hot store cannot hold "
             "one window; raise pipeline.retention.hot or shorten the window",
         )
     if window is None or every is None:
@@ -370,8 +379,8 @@ def _metric_window(
     elif window % every:
         p.add(
             at(loc, "every"),
-            f"{shown[0]} does not divide the window ({shown[1]}) evenly"
-            + _divisor_hint(window, every),
+            f"{shown[0]} does not divide the window ({shown[1]}) evenly; "
+            f"e.g. every: {format_duration_ms(dividing_step_ms(window, every))}",
         )
     return window, (every if every < window else None)
 
@@ -420,13 +429,20 @@ def _metric_where(
     specs: dict[str, FieldSpec | None] = {}
     for name in sorted(parsed.names()):
         _known, specs[name] = _lookup_field(p, event, name, wloc)
-    reported: set[str] = set()
+    # A bare name of a non-bool field gets its own message instead of "compared with true".
+    found: list[str | None] = []
+    bare: set[str] = set()
+    for name in sorted(parsed.bare_names()):
+        spec = specs.get(name)
+        if spec is not None and spec.type != "bool":
+            bare.add(name)
+            found.append(bare_name_problem(spec))
     for name, literal in parsed.comparisons():
         spec = specs.get(name)
-        problem = comparison_problem(spec, literal) if spec is not None else None
-        if problem is not None and problem not in reported:
-            reported.add(problem)
-            p.add(wloc, problem)
+        if spec is not None and not (name in bare and literal is True):
+            found.append(comparison_problem(spec, literal))
+    for problem in dict.fromkeys(filter(None, found)):
+        p.add(wloc, problem)
     return parsed
 
 
@@ -443,7 +459,7 @@ def _check_metric(
     event_name, event = _metric_event(p, mapping, loc, ctx.events)
     agg: AggName | None = read_key(p, mapping, loc, "agg", read_agg)
     field_name = _metric_field(p, mapping, loc, agg, event)
-    window, every = _metric_window(p, mapping, loc, ctx.pipeline)
+    window, every = _metric_window(p, mapping, loc, ctx.hot_ms)
     group_by = _metric_group_by(p, mapping, loc, event)
     where = _metric_where(p, mapping, loc, event)
     max_label_sets = read_key(
@@ -501,7 +517,8 @@ def _check_panel(
     if "metric" in mapping:
         metric = read_string(p, mapping["metric"], at(loc, "metric"), "a metric name")
     if metric is not None and metrics is not None and metric not in metrics:
-        p.add(at(loc, "metric"), f"unknown metric {metric!r}" + hint(metric, sorted(metrics)))
+        choices = valid_names(sorted(metrics))
+        p.add(at(loc, "metric"), f"unknown metric {metric!r}" + hint(metric, choices))
     kind: PanelKind | None = read_key(p, mapping, loc, "kind", read_panel_kind, "timeseries")
     title = read_key(p, mapping, loc, "title", read_string)
     if len(p) > mark or metric is None or kind is None:
@@ -560,9 +577,9 @@ def check_config(data: object, source: str) -> Config:
     p = Problems(source)
     check_keys(p, data, "", _TOP_KEYS, required=("events", "metrics"))
     storage = _check_storage(p, data.get("storage"))
-    pipeline = _check_pipeline(p, data.get("pipeline"))
+    pipeline, hot_ms = _check_pipeline(p, data.get("pipeline"))
     events = _check_events(p, data["events"]) if "events" in data else None
-    ctx = _MetricContext(events, pipeline)
+    ctx = _MetricContext(events, hot_ms)
     metrics, names = _check_metrics(p, data["metrics"], ctx) if "metrics" in data else ([], None)
     dashboards = _check_dashboards(p, data.get("dashboards"), names)
     if p.items or storage is None or pipeline is None or events is None:

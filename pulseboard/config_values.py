@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar, get_args
 from urllib.parse import urlsplit
@@ -229,6 +229,11 @@ def read_duration(p: Problems, value: object, loc: str) -> int | None:
         return None
 
 
+def valid_names(names: Iterable[str]) -> list[str]:
+    """The valid names among ``names``, in order: the only ones worth suggesting."""
+    return [name for name in names if _NAME.fullmatch(name)]
+
+
 def read_name(p: Problems, value: object, loc: str, what: str) -> str | None:
     """``value`` if it is a string (reported, but still returned, when not a valid name).
 
@@ -365,6 +370,21 @@ def comparison_problem(spec: FieldSpec, literal: object) -> str | None:
         choices = [str(value) for value in spec.enum]
         return f"{literal!r} is not a value of field {spec.name!r}" + hint(literal, choices)
     return None
+
+
+def bare_name_problem(spec: FieldSpec) -> str:
+    """Why a field ``spec`` that is not bool cannot be a bare condition (``where: "amount"``)."""
+    if spec.enum:
+        example = f"{spec.name} == {spec.enum[0]!r}"
+    elif spec.type in ("int", "float"):
+        example = f"{spec.name} > 0"
+    else:
+        example = f"{spec.name} != null"
+    article = "an" if spec.type == "int" else "a"
+    return (
+        f"a bare name is a test of a bool field; {spec.name!r} is {article} {spec.type} field "
+        f"\N{EM DASH} compare it, e.g. {example}"
+    )
 
 
 # --- store backends ------------------------------------------------------------------------

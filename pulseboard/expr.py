@@ -143,6 +143,7 @@ class _Compare(_Node):
     op: str
     left: _Operand
     right: _Operand
+    bare: bool = False  # written as a bare name or boolean, meaning `left == true`
 
     def evaluate(self, row: Mapping[str, Any]) -> bool:
         return _compare(self.op, _value(self.left, row), _value(self.right, row))
@@ -252,6 +253,14 @@ class Expr:
             elif isinstance(node, _In) and isinstance(node.operand, _Name):
                 pairs.extend((node.operand.name, item.value) for item in node.items)
         return pairs
+
+    def bare_names(self) -> frozenset[str]:
+        """The field names used as a bare condition (``paid``, meaning ``paid == true``)."""
+        return frozenset(
+            node.left.name
+            for node in _walk(self._root)
+            if isinstance(node, _Compare) and node.bare and isinstance(node.left, _Name)
+        )
 
     def evaluate(self, row: Mapping[str, Any]) -> bool:
         """Whether one event's ``data`` passes the filter; a missing key is null."""
@@ -384,6 +393,19 @@ class _Parser:
         after_text = f" after '{self.tokens[self.pos - 1].text}'" if self.pos and after else ""
         return ExprError(f"expected {what}{after_text}, found {found.describe()}", found.column)
 
+    def chained(self, first: _Token, op: _Token) -> ExprError:
+        """The error for a second operator after a comparison (``1 < x < 5``), with a fix."""
+        error = self.expected("'and', 'or' or end of expression")
+        middle, op2, last = self.tokens[self.pos - 1], self.peek(), self.tokens[self.pos + 1]
+        if last.kind == "name" or last.value is not None:
+            fix = (
+                f"write '{first.text} {op.text} {middle.text} "
+                f"and {middle.text} {op2.text} {last.text}'"
+            )
+        else:
+            fix = "join two comparisons with 'and'"
+        return ExprError(f"{error.message} (comparisons do not chain; {fix})", error.column)
+
     def parse(self) -> _Node:
         node = self.junction("or")
         if self.peek().kind != "end":
@@ -428,14 +450,17 @@ class _Parser:
             right_token = self.peek()
             right = self.operand("a value")
             null_token = left_token if isinstance(left, _Lit) and left.kind == NULL else right_token
-            return _comparison(op.text, left, right, null_token)
+            node = _comparison(op.text, left, right, null_token)
+            if self.peek().kind == "op":
+                raise self.chained(left_token, op)
+            return node
         negate = self.take("keyword", "not") is not None
         if self.take("keyword", "in"):
             return _In(left, self.literal_list(), negate)
         if negate:
             raise self.expected("'in'")
         if isinstance(left, _Name) or left.kind == BOOL:  # a bare name or boolean: `== true`
-            return _Compare("==", left, _Lit(BOOL, True))
+            return _Compare("==", left, _Lit(BOOL, True), bare=True)
         raise self.expected("a comparison operator")
 
     def literal_list(self) -> tuple[_Lit, ...]:

@@ -370,6 +370,24 @@ CASES: list[Any] = [
         "pipeline.distinct_exact_threshold: expected a positive whole number, got an integer (-5)",
         id="negative-threshold",
     ),
+    pytest.param(
+        {"pipeline": "{retention: {history: 999999999999999d}}"},
+        "pipeline.retention.history: '999999999999999d' is longer than the maximum duration, "
+        "36500d (100 years)",
+        id="absurd-duration",
+    ),
+    pytest.param(
+        {"pipeline": "{retention: {history: 36501d}}"},
+        "pipeline.retention.history: '36501d' is longer than the maximum duration, "
+        "36500d (100 years)",
+        id="duration-just-over-the-maximum",
+    ),
+    pytest.param(
+        {"metrics": f"[{{name: m, event: order, agg: count, window: 1m, every: {'9' * 5000}s}}]"},
+        f"metrics[0].every: '{'9' * 5000}s' is longer than the maximum duration, "
+        "36500d (100 years)",
+        id="duration-of-thousands-of-digits",
+    ),
     # events and fields
     pytest.param(
         {"events": "{Order: {}}", "metrics": "[{name: m, event: Order, agg: count, window: 1m}]"},
@@ -466,6 +484,12 @@ CASES: list[Any] = [
         {"events": "{order: {feilds: {}}}"},
         "events.order.feilds: unknown key (did you mean 'fields'?)",
         id="misspelt-fields",
+    ),
+    pytest.param(
+        {"events": "{order: }", "metrics": "[{name: m, event: order, agg: sum, window: 1m}]"},
+        "metrics[0]: agg 'sum' needs a 'field', an int or float one; "
+        "event 'order' has no int or float field",
+        id="event-with-a-null-body-has-no-fields",
     ),
     pytest.param(
         {"events": "[order]"},
@@ -575,6 +599,21 @@ CASES: list[Any] = [
         id="every-does-not-divide",
     ),
     pytest.param(
+        {"metrics": "[{name: m, event: order, agg: count, window: 1m, every: 7ms}]"},
+        "metrics[0].every: 7ms does not divide the window (1m) evenly; e.g. every: 6ms",
+        id="every-below-a-second-gets-the-nearest-divisor",
+    ),
+    pytest.param(
+        {"metrics": "[{name: m, event: order, agg: count, window: 1m, every: 59999ms}]"},
+        "metrics[0].every: 59999ms does not divide the window (1m) evenly; e.g. every: 30s",
+        id="every-gets-a-round-divisor-when-one-fits",
+    ),
+    pytest.param(
+        {"metrics": "[{name: m, event: order, agg: count, window: 7700ms, every: 3s}]"},
+        "metrics[0].every: 3s does not divide the window (7700ms) evenly; e.g. every: 3850ms",
+        id="every-gets-the-nearest-divisor-of-an-odd-window",
+    ),
+    pytest.param(
         {"metrics": "[{name: m, event: order, agg: count, window: 2h}]"},
         "metrics[0].window: 2h is longer than pipeline.retention.hot (1h), so the hot store "
         "cannot hold one window; raise pipeline.retention.hot or shorten the window",
@@ -655,9 +694,32 @@ CASES: list[Any] = [
     ),
     pytest.param(
         {"metrics": "[{name: m, event: order, agg: count, window: 1m, where: 'region'}]"},
-        "metrics[0].where: field 'region' is string but is compared with a boolean (true); "
-        "expected a string",
+        "metrics[0].where: a bare name is a test of a bool field; 'region' is a string field "
+        "\N{EM DASH} compare it, e.g. region == 'eu'",
         id="where-bare-name-of-a-string",
+    ),
+    pytest.param(
+        {"metrics": "[{name: m, event: order, agg: count, window: 1m, where: 'amount'}]"},
+        "metrics[0].where: a bare name is a test of a bool field; 'amount' is a float field "
+        "\N{EM DASH} compare it, e.g. amount > 0",
+        id="where-bare-name-of-a-float",
+    ),
+    pytest.param(
+        {"metrics": "[{name: m, event: order, agg: count, window: 1m, where: 'paid or items'}]"},
+        "metrics[0].where: a bare name is a test of a bool field; 'items' is an int field "
+        "\N{EM DASH} compare it, e.g. items > 0",
+        id="where-bare-name-of-an-int-beside-a-bool",
+    ),
+    pytest.param(
+        {"metrics": "[{name: m, event: order, agg: count, window: 1m, where: 'not paid'}]"},
+        None,
+        id="where-bare-name-of-a-bool-is-fine",
+    ),
+    pytest.param(
+        {"metrics": "[{name: m, event: order, agg: count, window: 1m, where: '1 < items < 5'}]"},
+        "metrics[0].where: expected 'and', 'or' or end of expression after 'items', found '<' "
+        "(comparisons do not chain; write '1 < items and items < 5') (column 11)",
+        id="where-chained-comparison",
     ),
     pytest.param(
         {"metrics": "[{name: m, event: order, agg: count, window: 1m, where: 100}]"},
@@ -1046,4 +1108,132 @@ def test_an_unknown_pipeline_key_keeps_the_retention_check() -> None:
         "pipeline.retension: unknown key (did you mean 'retention'?)",
         "metrics[0].window: 2h is longer than pipeline.retention.hot (1h), so the hot store "
         "cannot hold one window; raise pipeline.retention.hot or shorten the window",
+    ]
+
+
+def test_36500d_is_the_longest_duration_accepted() -> None:
+    data = yaml.safe_load(BASE)
+    data["pipeline"] = {"retention": {"history": "36500d", "log": " 876000 h "}}
+
+    retention = parse_config(data).pipeline.retention
+
+    assert retention.history_ms == retention.log_ms == 36_500 * 86_400_000
+
+
+@pytest.mark.parametrize("body", [None, {}, {"fields": None}, {"fields": {}}])
+def test_an_event_type_with_a_null_or_empty_body_declares_no_fields(body: object) -> None:
+    data = yaml.safe_load(BASE)
+    data["events"]["ping"] = body
+    data["metrics"].append({"name": "pings", "event": "ping", "agg": "count", "window": "1m"})
+
+    assert parse_config(data).events["ping"] == EventSpec("ping", ())
+
+    data["metrics"].append(
+        {"name": "m", "event": "ping", "agg": "count", "window": "1m", "group_by": ["region"]}
+    )
+    assert problems_of(data) == [
+        "metrics[2].group_by[0]: event 'ping' has no fields, so no field 'region'"
+    ]
+
+
+CROSS_CHECKS: list[Any] = [
+    pytest.param(
+        {"pipeline": {"tick": "0s", "retention": {"hot": "30m"}}},
+        {"window": "1h"},
+        [
+            "pipeline.tick: '0s' is not a positive duration",
+            "metrics[0].window: 1h is longer than pipeline.retention.hot (30m), so the hot "
+            "store cannot hold one window; raise pipeline.retention.hot or shorten the window",
+        ],
+        id="invalid-tick-keeps-the-hot-retention-check",
+    ),
+    pytest.param(
+        {"pipeline": {"retention": {"hot": "30m", "history": "forever"}}},
+        {"window": "1h"},
+        [
+            "pipeline.retention.history: 'forever' is not a duration; expected a whole number "
+            "and a unit, e.g. 500ms, 30s, 1m, 2h, 90d",
+            "metrics[0].window: 1h is longer than pipeline.retention.hot (30m), so the hot "
+            "store cannot hold one window; raise pipeline.retention.hot or shorten the window",
+        ],
+        id="invalid-history-retention-keeps-the-hot-retention-check",
+    ),
+    pytest.param(
+        {"pipeline": {"retention": {"hot": "0s"}}},
+        {"window": "2h"},
+        ["pipeline.retention.hot: '0s' is not a positive duration"],
+        id="unreadable-hot-retention-is-not-checked-against",
+    ),
+    pytest.param(
+        {"events": {"order": {"fields": {"express": {"type": "bool", "requird": True}}}}},
+        {"where": "express == 'yes'"},
+        [
+            "events.order.fields.express.requird: unknown key (did you mean 'required'?)",
+            "metrics[0].where: field 'express' is bool but is compared with a string ('yes'); "
+            "expected true or false",
+        ],
+        id="misspelt-field-key-keeps-the-where-type-check",
+    ),
+    pytest.param(
+        {"events": {"order": {"fields": {"n": {"type": "int", "required": "yes"}}}}},
+        {"where": "n > 'x'"},
+        [
+            "events.order.fields.n.required: expected true or false, got a string ('yes')",
+            "metrics[0].where: field 'n' is int but is compared with a string ('x'); "
+            "expected an integer",
+        ],
+        id="invalid-required-keeps-the-where-type-check",
+    ),
+    pytest.param(
+        {"events": {"order": {"fields": {"plan": {"type": "string", "enum": ["pro", False]}}}}},
+        {"where": "plan == 'no'"},
+        [
+            "events.order.fields.plan.enum[1]: expected a string, got a boolean (false); quote "
+            "it, as YAML reads yes/no/on/off/true/false unquoted as booleans",
+        ],
+        id="an-invalid-enum-is-not-checked-against",
+    ),
+    pytest.param(
+        {"events": {"order": {"fields": {"Bad-Name": {"type": "int"}, "region": {"type": "int"}}}}},
+        {"where": "bad_name > 1"},
+        [
+            "events.order.fields.Bad-Name: invalid field name 'Bad-Name': use 1 to 63 lowercase "
+            "letters, digits and _, starting with a letter (e.g. 'bad_name')",
+            "metrics[0].where: event 'order' has no field 'bad_name' (expected one of: region)",
+        ],
+        id="invalid-field-names-are-not-suggested",
+    ),
+    pytest.param(
+        {"events": {"order-v2": {}, "refund": {}}},
+        {"event": "order_v2"},
+        [
+            "events.order-v2: invalid event name 'order-v2': use 1 to 63 lowercase letters, "
+            "digits and _, starting with a letter (e.g. 'order_v2')",
+            "metrics[0].event: unknown event type 'order_v2' (expected one of: refund)",
+        ],
+        id="invalid-event-names-are-not-suggested",
+    ),
+]
+
+
+@pytest.mark.parametrize(("top", "metric", "expected"), CROSS_CHECKS)
+def test_cross_checks_use_whatever_parts_are_readable(
+    top: dict[str, object], metric: dict[str, object], expected: list[str]
+) -> None:
+    data = yaml.safe_load(BASE)
+    data.update(top)
+    data["metrics"][0].update(metric)
+
+    assert problems_of(data) == expected
+
+
+def test_invalid_metric_names_are_not_suggested_for_panels() -> None:
+    data = yaml.safe_load(BASE)
+    data["metrics"].append({"name": "Orders", "event": "order", "agg": "count", "window": "1m"})
+    data["dashboards"] = [{"id": "d", "title": "D", "panels": [{"metric": "Order"}]}]
+
+    assert problems_of(data) == [
+        "metrics[1].name: invalid metric name 'Orders': use 1 to 63 lowercase letters, digits "
+        "and _, starting with a letter (e.g. 'orders')",
+        "dashboards[0].panels[0].metric: unknown metric 'Order' (did you mean 'orders'?)",
     ]

@@ -186,6 +186,49 @@ def test_syntax_errors(text: str, column: int, message: str) -> None:
     assert caught.value.column == column
 
 
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        (
+            "1 < items < 5",
+            11,
+            "expected 'and', 'or' or end of expression after 'items', found '<' "
+            "(comparisons do not chain; write '1 < items and items < 5')",
+        ),
+        (
+            "a == b != null",
+            8,
+            "expected 'and', 'or' or end of expression after 'b', found '!=' "
+            "(comparisons do not chain; write 'a == b and b != null')",
+        ),
+        (
+            "x >= 1 and 1 < x <",
+            18,
+            "expected 'and', 'or' or end of expression after 'x', found '<' "
+            "(comparisons do not chain; join two comparisons with 'and')",
+        ),
+    ],
+)
+def test_chained_comparisons_say_how_to_write_them(text: str, column: int, message: str) -> None:
+    with pytest.raises(ExprError) as caught:
+        parse(text)
+    assert caught.value.message == message
+    assert caught.value.column == column
+
+
+@pytest.mark.parametrize(
+    ("text", "bare"),
+    [
+        ("paid", {"paid"}),
+        ("paid == true", set()),
+        ("not paid and (vip or amount > 1)", {"paid", "vip"}),
+        ("true or x in (1)", set()),
+    ],
+)
+def test_bare_names(text: str, bare: set[str]) -> None:
+    assert parse(text).bare_names() == frozenset(bare)
+
+
 def test_limits() -> None:
     deep = "(" * MAX_DEPTH + "a" + ")" * MAX_DEPTH
     assert parse(deep).evaluate({"a": True})
