@@ -14,7 +14,7 @@ State representations:
 - min / max: ``float`` (never ``-0.0``) or ``None`` when empty.
 - distinct: ``frozenset[int]`` of :func:`stable_hash64` hashes while there are at most
   ``threshold`` of them, else read-only HyperLogLog registers (``uint8[16384]``).
-- p50 / p90 / p95 / p99: a :class:`DDSketchState` (one sketch answers every quantile).
+- p50 / p90 / p95 / p99: ``(sketch, min, max)``: one :class:`DDSketchState` and min / max states.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ import numpy.typing as npt
 
 from pulseboard.errors import StateError
 from pulseboard.sketches import (
-    DDSKETCH_KEY_LIMIT,
     DDSKETCH_MAX_BINS,
     HLL_MAX_RANK,
     HLL_REGISTERS,
     PARTIALS_SCALE_BITS,
     DDSketchState,
+    ddsketch_count,
     ddsketch_empty,
+    ddsketch_from_lists,
     ddsketch_from_values,
     ddsketch_grouped,
     ddsketch_merge,
@@ -48,6 +49,7 @@ from pulseboard.sketches import (
     hll_merge,
     hll_registers,
     partials_scaled,
+    readonly,
     stable_hash64,
 )
 
@@ -65,6 +67,8 @@ _U8 = npt.NDArray[np.uint8]
 _Partials = tuple[float, ...]
 _AvgState = tuple[int, _Partials]
 _DistinctState = frozenset[int] | _U8
+_QuantileState = tuple[DDSketchState, float | None, float | None]
+_QuantileWire = tuple[float | None, float | None, int, int, list[int], int, list[int]]
 
 _ENCODER = msgspec.msgpack.Encoder()
 _KIND_NAMES = {1: "count", 2: "sum", 3: "avg", 4: "min", 5: "max", 6: "distinct", 7: "quantile"}
@@ -159,11 +163,6 @@ def _checked_column(
 ) -> tuple[_F64, npt.NDArray[np.int64]]:
     column = _numeric_column(values, np.asarray(codes).size)
     return column, _check_codes(codes, n_groups, column.size)
-
-
-def _readonly(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    arr.flags.writeable = False
-    return arr
 
 
 # --- Shared machinery ----------------------------------------------------------------------------
@@ -327,6 +326,25 @@ class _Avg(_Base[_AvgState]):
 # --- min, max ------------------------------------------------------------------------------------
 
 
+def _grouped_extrema(
+    column: _F64, codes: npt.NDArray[np.int64], n_groups: int, *reducers: np.ufunc
+) -> list[list[float | None]]:
+    """For each of ``reducers`` (np.minimum, np.maximum), one value per group (None if empty)."""
+    order, bounds = _sort_by_group(codes, n_groups)
+    sorted_values = column if order is None else column[order]
+    filled = np.flatnonzero(np.diff(bounds))
+    starts = np.asarray(bounds[:-1], dtype=np.int64)[filled]
+    out: list[list[float | None]] = []
+    for reducer in reducers:
+        out.append([None] * n_groups)
+        if filled.size:
+            picked = reducer.reduceat(sorted_values, starts) + 0.0
+            picked[np.isnan(picked)] = np.nan  # one canonical NaN
+            for g, v in zip(filled.tolist(), picked.tolist(), strict=True):
+                out[-1][g] = v
+    return out
+
+
 class _Extremum(_Base[float | None]):
     """min or max; ``-0.0`` is stored as ``0.0`` and NaN (never fed by the engine) propagates."""
 
@@ -351,18 +369,7 @@ class _Extremum(_Base[float | None]):
     def reduce_groups(self, codes: _Codes, n_groups: int, values: _Values) -> list[float | None]:
         """Per-group extremum of a float64 column; None for groups without values."""
         column, checked = _checked_column(codes, n_groups, values)
-        order, bounds = _sort_by_group(checked, n_groups)
-        sorted_values = column if order is None else column[order]
-        out: list[float | None] = [None] * n_groups
-        filled = np.flatnonzero(np.diff(bounds))
-        if filled.size == 0:
-            return out
-        starts = np.asarray(bounds[:-1], dtype=np.int64)[filled]
-        picked = self._reduce.reduceat(sorted_values, starts) + 0.0
-        picked[np.isnan(picked)] = np.nan  # one canonical NaN
-        for g, v in zip(filled.tolist(), picked.tolist(), strict=True):
-            out[g] = v
-        return out
+        return _grouped_extrema(column, checked, n_groups, self._reduce)[0]
 
     def merge(self, a: float | None, b: float | None) -> float | None:
         """The extremum of both (None is the identity)."""
@@ -415,12 +422,12 @@ class _Distinct(_Base[_DistinctState]):
             # Each distinct hash sets at most one register: more set registers than the
             # threshold prove the count is above it, without building a large set first.
             if np.count_nonzero(registers) > self.threshold:
-                return _readonly(registers)
+                return readonly(registers)
         # A hash set dedupes in linear time, cheaper than np.unique's sort.
         exact = frozenset(hashes.tolist())
         if len(exact) <= self.threshold:
             return exact
-        return _readonly(hll_registers(hashes))
+        return readonly(hll_registers(hashes))
 
     def initial(self) -> _DistinctState:
         """No values: the empty exact set."""
@@ -428,13 +435,7 @@ class _Distinct(_Base[_DistinctState]):
 
     def add(self, state: _DistinctState, value: Any) -> _DistinctState:
         """``state`` with ``value`` (str, int, float or bool; see ``stable_hash64``)."""
-        h = int(stable_hash64([value])[0])
-        if isinstance(state, frozenset):
-            grown = state | {h}
-            if len(grown) <= self.threshold:
-                return grown
-            return _readonly(_as_registers(grown))
-        return _readonly(hll_merge(state, hll_registers(np.array([h], dtype=np.uint64))))
+        return self.merge(state, frozenset((int(stable_hash64([value])[0]),)))
 
     def reduce_groups(self, codes: _Codes, n_groups: int, values: _Values) -> list[_DistinctState]:
         """Per-group distinct values of a column (a list or object array of scalars)."""
@@ -450,15 +451,11 @@ class _Distinct(_Base[_DistinctState]):
     def merge(self, a: _DistinctState, b: _DistinctState) -> _DistinctState:
         """The union: exact while at most ``threshold`` values, else HyperLogLog registers."""
         if isinstance(a, frozenset) and isinstance(b, frozenset):
-            if not b:
-                return a
-            if not a:
-                return b
-            union = a | b
+            union = (a | b) if (a and b) else (a or b)  # keep an input when the other is empty
             if len(union) <= self.threshold:
                 return union
-            return _readonly(_as_registers(union))
-        return _readonly(hll_merge(_as_registers(a), _as_registers(b)))
+        # The registers of a union are the elementwise maximum of both sides' registers.
+        return readonly(hll_merge(_as_registers(a), _as_registers(b)))
 
     def result(self, state: _DistinctState) -> int:
         """The exact count while exact, else the rounded HyperLogLog estimate (about 0.8% error)."""
@@ -484,7 +481,7 @@ class _Distinct(_Base[_DistinctState]):
             registers = np.frombuffer(data, dtype=np.uint8).copy()
             if registers.size != HLL_REGISTERS or int(registers.max()) > HLL_MAX_RANK:
                 raise self._corrupt(f"not {HLL_REGISTERS} registers in 0..{HLL_MAX_RANK}")
-            return _readonly(registers)
+            return readonly(registers)
         raise self._corrupt(f"unknown distinct mode {mode}")
 
 
@@ -501,83 +498,90 @@ def make_distinct(threshold: int = DEFAULT_DISTINCT_THRESHOLD) -> Aggregator:
 # --- quantiles -----------------------------------------------------------------------------------
 
 
-def _wire_side(offset: int, counts: list[int]) -> tuple[int, npt.NDArray[np.int64]] | None:
-    """One sign's dense bins as written by ``dumps``, or None if ``dumps`` could not have."""
-    if not counts:
-        return (0, ddsketch_empty().pos_counts) if offset == 0 else None
-    last = offset + len(counts) - 1
-    if (
-        len(counts) > DDSKETCH_MAX_BINS
-        or -DDSKETCH_KEY_LIMIT >= offset
-        or last >= DDSKETCH_KEY_LIMIT
-    ):
-        return None
-    arr = np.array(counts, dtype=np.int64)
-    if arr[0] <= 0 or arr[-1] <= 0 or int(arr.min()) < 0:
-        return None
-    return offset, _readonly(arr)
+class _Quantile(_Base[_QuantileState]):
+    """p50..p99: a DDSketch plus the exact min and max of the values, merged as min / max are.
 
+    The q-quantile of ``n`` values is the value at 0-based rank ``floor(q * (n - 1))`` of the
+    sorted values, i.e. ``numpy.quantile(values, q, method="lower")``. Ranks 0 and ``n - 1``
+    are answered exactly by the min and max; any other rank gets the sketch's estimate (within
+    1% relative error, see ``ddsketch_quantile``) clamped into ``[min, max]``. So every quantile
+    of a single value is that value, and no quantile lies outside the data's range; clamping
+    only moves an estimate towards the exact value, so the 1% guarantee holds as before.
+    """
 
-class _Quantile(_Base[DDSketchState]):
     kind = 7
-    _decoder = msgspec.msgpack.Decoder(tuple[int, int, list[int], int, list[int]])
+    _decoder = msgspec.msgpack.Decoder(_QuantileWire)
+    _OLD_HEADER = bytes((FORMAT_VERSION, kind, 0x95))  # a bare sketch: msgpack 5-array
 
     def __init__(self, name: str, q: float) -> None:
         super().__init__(name)
         self.q = q
 
-    def initial(self) -> DDSketchState:
-        """The empty sketch."""
-        return ddsketch_empty()
+    def initial(self) -> _QuantileState:
+        """The empty sketch, no min or max."""
+        return (ddsketch_empty(), None, None)
 
-    def add(self, state: DDSketchState, value: float) -> DDSketchState:
-        """``state`` with ``float(value)`` in its bin."""
-        return ddsketch_merge(state, ddsketch_from_values(np.array([float(value)])))
+    def add(self, state: _QuantileState, value: float) -> _QuantileState:
+        """``state`` with ``float(value)`` in its bin and in the min and max."""
+        sketch = ddsketch_merge(state[0], ddsketch_from_values(np.array([float(value)])))
+        return (sketch, _MIN.add(state[1], value), _MAX.add(state[2], value))
 
-    def reduce_groups(self, codes: _Codes, n_groups: int, values: _Values) -> list[DDSketchState]:
-        """Per-group sketches of a float64 column, with one sort over (group, sign, bin) keys."""
+    def reduce_groups(self, codes: _Codes, n_groups: int, values: _Values) -> list[_QuantileState]:
+        """Per-group sketches (one sort over (group, sign, bin) keys), mins and maxes."""
         x, checked = _checked_column(codes, n_groups, values)
-        return ddsketch_grouped(x, checked, n_groups)
+        lows, highs = _grouped_extrema(x, checked, n_groups, np.minimum, np.maximum)
+        return list(zip(ddsketch_grouped(x, checked, n_groups), lows, highs, strict=True))
 
-    def merge(self, a: DDSketchState, b: DDSketchState) -> DDSketchState:
-        """Bin counts add (collapsing the lowest bins past the span cap)."""
-        return ddsketch_merge(a, b)
+    def merge(self, a: _QuantileState, b: _QuantileState) -> _QuantileState:
+        """Bin counts add (collapsing the lowest bins past the span cap); min and max as such."""
+        return (ddsketch_merge(a[0], b[0]), _MIN.merge(a[1], b[1]), _MAX.merge(a[2], b[2]))
 
-    def result(self, state: DDSketchState) -> float | None:
-        """The quantile within 1% relative error (see ``ddsketch_quantile``); None when empty."""
-        return ddsketch_quantile(state, self.q)
+    def result(self, state: _QuantileState) -> float | None:
+        """The quantile (see the class docstring); None when empty."""
+        sketch, low, high = state
+        estimate = ddsketch_quantile(sketch, self.q)
+        if estimate is None or low is None or high is None or low != low or high != high:
+            return estimate  # NaN (never fed by the engine) has no rank: the sketch skips it
+        n = ddsketch_count(sketch)
+        rank = math.floor(self.q * (n - 1))
+        return low if rank == 0 else high if rank == n - 1 else min(max(estimate, low), high)
 
-    def _to_wire(self, state: DDSketchState) -> tuple[int, int, list[int], int, list[int]]:
-        return (
-            state.zero_count,
-            state.pos_offset,
-            state.pos_counts.tolist(),
-            state.neg_offset,
-            state.neg_counts.tolist(),
-        )
+    def loads(self, data: bytes) -> _QuantileState:
+        """As for every aggregator; a bare sketch written by an older build is refused."""
+        if isinstance(data, bytes | bytearray | memoryview) and data[:3] == self._OLD_HEADER:
+            raise self._corrupt("a sketch without min and max from an older build; rebuild it")
+        return super().loads(data)
 
-    def _from_wire(self, payload: tuple[int, int, list[int], int, list[int]]) -> DDSketchState:
-        zero_count, pos_offset, pos_counts, neg_offset, neg_counts = payload
-        pos, neg = _wire_side(pos_offset, pos_counts), _wire_side(neg_offset, neg_counts)
-        if zero_count < 0 or pos is None or neg is None:
-            raise self._corrupt(
-                "not a sketch: expected a zero count >= 0 and, per sign, at most "
-                f"{DDSKETCH_MAX_BINS} counts >= 0 within key bounds, the first and last > 0"
-            )
-        return DDSketchState(zero_count, *pos, *neg)
+    def _to_wire(self, state: _QuantileState) -> _QuantileWire:
+        sketch, low, high = state
+        pos, neg = sketch.pos_counts.tolist(), sketch.neg_counts.tolist()
+        return (low, high, sketch.zero_count, sketch.pos_offset, pos, sketch.neg_offset, neg)
+
+    def _from_wire(self, payload: _QuantileWire) -> _QuantileState:
+        sketch = ddsketch_from_lists(*payload[2:])
+        if sketch is None:
+            raise self._corrupt(f"not a sketch of <= {DDSKETCH_MAX_BINS} bins per sign in bounds")
+        low, high = _MIN._from_wire(payload[0]), _MAX._from_wire(payload[1])
+        if ddsketch_count(sketch) == 0:  # NaN, which the sketch skips, sets min and max
+            fits = low is high is None or (low != low and high != high)
+        else:
+            fits = low is not None and high is not None and not low > high
+        if not fits:
+            raise self._corrupt(f"min {low} and max {high} do not fit the sketch")
+        return (sketch, low, high)
 
 
 # --- registry ------------------------------------------------------------------------------------
 
 
-_SUM = _Sum("sum")
+_SUM, _MIN, _MAX = _Sum("sum"), _Min("min"), _Max("max")
 
 AGGREGATORS: dict[str, Aggregator] = {
     "count": _Count("count", needs_field=False, numeric=False),
     "sum": _SUM,
     "avg": _Avg("avg"),
-    "min": _Min("min"),
-    "max": _Max("max"),
+    "min": _MIN,
+    "max": _MAX,
     "distinct": _Distinct(DEFAULT_DISTINCT_THRESHOLD),
     "p50": _Quantile("p50", 0.50),
     "p90": _Quantile("p90", 0.90),

@@ -278,12 +278,13 @@ class DDSketchState(NamedTuple):
     neg_counts: _I64
 
 
-def _frozen(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def readonly(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``arr``, marked read-only (states share arrays, so none may change)."""
     arr.flags.writeable = False
     return arr
 
 
-_NO_BINS: _I64 = _frozen(np.zeros(0, dtype=np.int64))
+_NO_BINS: _I64 = readonly(np.zeros(0, dtype=np.int64))
 
 
 def ddsketch_empty() -> DDSketchState:
@@ -301,29 +302,16 @@ def ddsketch_keys(magnitudes: _F64) -> _I64:
     return np.ceil(np.log(clamped) / _LN_GAMMA).astype(np.int64)
 
 
-def _collapse(offset: int, counts: _I64, positive: bool) -> tuple[int, _I64]:
-    # Fold the lowest values' bins (smallest keys if positive, largest magnitudes if negative)
-    # into the last kept bin. The cut depends only on the extreme key, which merges can only
-    # extend, so collapsing stays exactly associative and commutative with merging.
-    excess = counts.size - DDSKETCH_MAX_BINS
-    if excess <= 0:
-        return offset, counts
-    if positive:
-        kept = counts[excess:].copy()
-        kept[0] += counts[:excess].sum()
-        return offset + excess, kept
-    kept = counts[:DDSKETCH_MAX_BINS].copy()
-    kept[-1] += counts[DDSKETCH_MAX_BINS:].sum()
-    return offset, kept
-
-
 def _dense_side(keys: _I64, counts: _I64, positive: bool) -> tuple[int, _I64]:
     """A capped dense side from sorted unique keys with positive counts."""
     if keys.size == 0:
         return 0, _NO_BINS
     lo, hi = int(keys[0]), int(keys[-1])
     folded = 0
-    if hi - lo >= DDSKETCH_MAX_BINS:  # fold while sparse, before allocating the span
+    # Past the cap the lowest values' bins (smallest keys if positive, largest magnitudes if
+    # negative) fold into the last kept bin, while still sparse. The cut depends only on the
+    # extreme key, which merges can only extend, so collapsing stays associative and commutative.
+    if hi - lo >= DDSKETCH_MAX_BINS:
         if positive:
             lo = hi - DDSKETCH_MAX_BINS + 1
             cut = int(np.searchsorted(keys, lo))
@@ -335,16 +323,7 @@ def _dense_side(keys: _I64, counts: _I64, positive: bool) -> tuple[int, _I64]:
     dense = np.zeros(hi - lo + 1, dtype=np.int64)
     dense[keys - lo] = counts
     dense[0 if positive else -1] += folded
-    return lo, _frozen(dense)
-
-
-def ddsketch_from_bins(
-    zero_count: int, pos_keys: _I64, pos_counts: _I64, neg_keys: _I64, neg_counts: _I64
-) -> DDSketchState:
-    """A state from sorted, unique keys with positive counts (per sign), collapsing if needed."""
-    pos = _dense_side(pos_keys, pos_counts, positive=True)
-    neg = _dense_side(neg_keys, neg_counts, positive=False)
-    return DDSketchState(int(zero_count), *pos, *neg)
+    return lo, readonly(dense)
 
 
 _KEY_BITS = 18
@@ -372,8 +351,9 @@ def ddsketch_grouped(values: _F64, codes: _I64, n_groups: int) -> list[DDSketchS
     out: list[DDSketchState] = []
     for g in range(n_groups):
         n0, n1, p1 = bounds[2 * g], bounds[2 * g + 1], bounds[2 * g + 2]
-        pos_bins, neg_bins = (keys[n1:p1], counts[n1:p1]), (keys[n0:n1], counts[n0:n1])
-        out.append(ddsketch_from_bins(zeros[g], *pos_bins, *neg_bins))
+        pos_side = _dense_side(keys[n1:p1], counts[n1:p1], positive=True)
+        neg_side = _dense_side(keys[n0:n1], counts[n0:n1], positive=False)
+        out.append(DDSketchState(zeros[g], *pos_side, *neg_side))
     return out
 
 
@@ -395,8 +375,8 @@ def _merge_side(oa: int, ca: _I64, ob: int, cb: _I64, positive: bool) -> tuple[i
     merged = np.zeros(max(oa + ca.size, ob + cb.size) - lo, dtype=np.int64)
     merged[oa - lo : oa - lo + ca.size] += ca
     merged[ob - lo : ob - lo + cb.size] += cb
-    offset, merged = _collapse(lo, merged, positive)
-    return offset, _frozen(merged)
+    keys = np.flatnonzero(merged)
+    return _dense_side(keys + lo, merged[keys], positive)
 
 
 def ddsketch_merge(a: DDSketchState, b: DDSketchState) -> DDSketchState:
@@ -404,6 +384,29 @@ def ddsketch_merge(a: DDSketchState, b: DDSketchState) -> DDSketchState:
     pos = _merge_side(a.pos_offset, a.pos_counts, b.pos_offset, b.pos_counts, positive=True)
     neg = _merge_side(a.neg_offset, a.neg_counts, b.neg_offset, b.neg_counts, positive=False)
     return DDSketchState(a.zero_count + b.zero_count, *pos, *neg)
+
+
+_MAX_WIRE_COUNT = 1 << 48  # per bin; keeps every total far inside int64
+
+
+def _side_from_lists(offset: int, counts: list[int]) -> tuple[int, _I64] | None:
+    if not counts:
+        return (0, _NO_BINS) if offset == 0 else None
+    n = len(counts)
+    fits = n <= DDSKETCH_MAX_BINS and -DDSKETCH_KEY_LIMIT < offset <= DDSKETCH_KEY_LIMIT - n
+    if not fits or min(counts) < 0 or max(counts) > _MAX_WIRE_COUNT or not counts[0] * counts[-1]:
+        return None
+    return offset, readonly(np.array(counts, dtype=np.int64))
+
+
+def ddsketch_from_lists(
+    zero_count: int, pos_offset: int, pos_counts: list[int], neg_offset: int, neg_counts: list[int]
+) -> DDSketchState | None:
+    """The state with these fields (counts as lists), or None if they break its invariants."""
+    pos, neg = _side_from_lists(pos_offset, pos_counts), _side_from_lists(neg_offset, neg_counts)
+    if not 0 <= zero_count <= _MAX_WIRE_COUNT or pos is None or neg is None:
+        return None
+    return DDSketchState(zero_count, *pos, *neg)
 
 
 def ddsketch_count(state: DDSketchState) -> int:
@@ -430,22 +433,17 @@ def ddsketch_quantile(state: DDSketchState, q: float) -> float | None:
     """
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile must be within [0, 1], got {q!r}")
-    n = ddsketch_count(state)
-    if n == 0:
+    # In sorted order: negatives (largest magnitude first), zeros, positives.
+    n_neg = state.neg_counts.size
+    counts = np.concatenate((state.neg_counts[::-1], [state.zero_count], state.pos_counts))
+    cumulative = np.cumsum(counts)
+    if cumulative[-1] == 0:
         return None
-    rank = math.floor(q * (n - 1))
-    neg_total = int(state.neg_counts.sum())
-    if rank < neg_total:
-        # Most negative first: the largest magnitudes come first in sorted order.
-        cumulative = np.cumsum(state.neg_counts[::-1])
-        i = int(np.searchsorted(cumulative, rank, side="right"))
-        return -_bin_value(state.neg_offset + state.neg_counts.size - 1 - i)
-    rank -= neg_total
-    if rank < state.zero_count:
-        return 0.0
-    rank -= state.zero_count
-    i = int(np.searchsorted(np.cumsum(state.pos_counts), rank, side="right"))
-    return _bin_value(state.pos_offset + i)
+    rank = math.floor(q * (int(cumulative[-1]) - 1))
+    i = int(np.searchsorted(cumulative, rank, side="right"))
+    if i < n_neg:
+        return -_bin_value(state.neg_offset + n_neg - 1 - i)
+    return 0.0 if i == n_neg else _bin_value(state.pos_offset + i - n_neg - 1)
 
 
 # --- Exact sums ----------------------------------------------------------------------------------

@@ -343,6 +343,52 @@ def test_loads_rejects_bad_bytes(name: str) -> None:
         agg.loads("not bytes")  # type: ignore[arg-type]
 
 
+QUANTILES = ["p50", "p90", "p95", "p99"]
+
+
+@pytest.mark.parametrize("value", [7.25, -3.5, 0.0, -0.0, 1e-320, -1e300, 12345678.9])
+def test_quantiles_of_a_single_value_are_that_value(value: float) -> None:
+    for name in QUANTILES:
+        agg = get_aggregator(name)
+        (reduced,) = agg.reduce_groups(np.zeros(1, np.int64), 1, np.array([value]))
+        for state in (fold(agg, [value]), reduced, agg.loads(agg.dumps(reduced))):
+            got = agg.result(state)
+            assert got == value and isinstance(got, float), (name, got)
+            assert math.copysign(1.0, number(got)) == 1.0 or value < 0  # never -0.0
+
+
+@pytest.mark.parametrize(
+    ("values", "want"),
+    [
+        # n = 2: rank floor(q * 1) = 0, the exact minimum, though the sketch has folded 1e-320
+        # into a bin near 1.65e282 (the two values span far more than gamma**2048)
+        ([1e-320, 1e300], dict.fromkeys(QUANTILES, 1e-320)),
+        ([1e300, 1e-320], dict.fromkeys(QUANTILES, 1e-320)),
+        ([-3.0, 0.0, 0.0, 5.0], {"p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0}),  # rank 1, 2
+        ([-3.0, 5.0], dict.fromkeys(QUANTILES, -3.0)),
+        ([2.0, 2.0, 2.0], dict.fromkeys(QUANTILES, 2.0)),  # clamped: the bin says ~2.0079
+    ],
+)
+def test_quantiles_exact_at_the_ends_and_within_the_data(
+    values: list[float], want: dict[str, float]
+) -> None:
+    for name, expected in want.items():
+        agg = get_aggregator(name)
+        (reduced,) = agg.reduce_groups(np.zeros(len(values), np.int64), 1, np.array(values))
+        merged = agg.merge(fold(agg, values[1:]), fold(agg, values[:1]))
+        for state in (fold(agg, values), reduced, merged, agg.loads(agg.dumps(merged))):
+            assert agg.result(state) == expected, (name, agg.result(state))
+
+
+def test_quantile_state_serialised_shape() -> None:
+    agg = get_aggregator("p50")
+    data = agg.dumps(fold(agg, [-2.0, 0.0, 3.0]))
+    low, high, zeros, *_ = msgspec.msgpack.decode(data[2:])
+    assert (low, high, zeros) == (-2.0, 3.0, 1)
+    nan_only = fold(agg, [math.nan])  # the sketch skips NaN; min and max propagate it
+    assert agg.result(nan_only) is None and agg.result(agg.loads(agg.dumps(nan_only))) is None
+
+
 def test_quantile_states_are_interchangeable() -> None:
     p50, p99 = get_aggregator("p50"), get_aggregator("p99")
     state = p50.loads(p99.dumps(fold(p99, HUNDRED)))
@@ -365,15 +411,24 @@ def payload(kind: int, value: Any) -> bytes:
         ("distinct", payload(6, [0, np.array([5, 3], "<u8").tobytes()]), "strictly increasing"),
         ("distinct", payload(6, [1, b"\x01" * 100]), "registers"),
         ("distinct", payload(6, [1, b"\x40" * HLL_REGISTERS]), "registers"),
-        ("p50", payload(7, [-1, 0, [], 0, []]), "not a sketch"),
-        ("p50", payload(7, [0, 0, [0, 1], 0, []]), "not a sketch"),
-        ("p50", payload(7, [0, 0, [1, 0], 0, []]), "not a sketch"),
-        ("p50", payload(7, [0, 0, [1, -1, 1], 0, []]), "not a sketch"),
-        ("p50", payload(7, [0, 5, [], 0, []]), "not a sketch"),
-        ("p50", payload(7, [0, 0, [1] * 2049, 0, []]), "not a sketch"),
-        ("p50", payload(7, [0, 0, [1], 2**17, [1]]), "not a sketch"),
-        ("p50", payload(7, [0, -(2**17), [1], 0, []]), "not a sketch"),
-        ("p50", payload(7, [0, 0, [1], 0, ["x"]]), "corrupt"),
+        ("p50", payload(7, [None, None, -1, 0, [], 0, []]), "not a sketch"),
+        ("p50", payload(7, [1.0, 2.0, 0, 0, [0, 1], 0, []]), "not a sketch"),
+        ("p50", payload(7, [1.0, 2.0, 0, 0, [1, 0], 0, []]), "not a sketch"),
+        ("p50", payload(7, [1.0, 2.0, 0, 0, [1, -1, 1], 0, []]), "not a sketch"),
+        ("p50", payload(7, [None, None, 0, 5, [], 0, []]), "not a sketch"),
+        ("p50", payload(7, [1.0, 2.0, 0, 0, [1] * 2049, 0, []]), "not a sketch"),
+        ("p50", payload(7, [-1.0, 2.0, 0, 0, [1], 2**17, [1]]), "not a sketch"),
+        ("p50", payload(7, [1.0, 2.0, 0, -(2**17), [1], 0, []]), "not a sketch"),
+        ("p50", payload(7, [1.0, 2.0, 0, 0, [2**64 - 1], 0, []]), "not a sketch"),
+        ("p50", payload(7, [0.0, 0.0, 2**64 - 1, 0, [], 0, []]), "not a sketch"),
+        ("p50", payload(7, [1.0, 2.0, 0, 0, [1], 0, ["x"]]), "corrupt"),
+        ("p50", payload(7, [2.0, 1.0, 0, 0, [2], 0, []]), "do not fit"),  # min above max
+        ("p50", payload(7, [None, 1.0, 0, 0, [1], 0, []]), "do not fit"),
+        ("p50", payload(7, [None, None, 0, 0, [1], 0, []]), "do not fit"),
+        ("p50", payload(7, [1.0, 1.0, 0, 0, [], 0, []]), "do not fit"),  # extremes, no values
+        # the payload before min and max were kept: a bare 5-array sketch
+        ("p50", payload(7, [0, 0, [1], 0, []]), "without min and max from an older build"),
+        ("p99", payload(7, [-1, 0, [], 0, []]), "without min and max from an older build"),
     ],
 )
 def test_loads_rejects_impossible_states(name: str, data: bytes, message: str) -> None:
@@ -455,6 +510,32 @@ def test_merging_pieces_equals_the_whole(name: str, data: st.DataObject) -> None
     assert agg.dumps(merged) == agg.dumps(whole)
     got, want = agg.result(merged), agg.result(whole)
     assert got == want or (got != got and want != want)
+
+
+wide = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    numbers,
+    st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1e-320, 1e300, -1e300]),
+)
+
+
+@SETTINGS
+@given(st.lists(wide, min_size=1, max_size=60), st.lists(st.integers(0, 2), max_size=60))
+def test_quantiles_lie_within_the_data(values: list[float], codes_seed: list[int]) -> None:
+    n = len(values)
+    codes = np.array([codes_seed[i % len(codes_seed)] if codes_seed else 0 for i in range(n)])
+    for name in QUANTILES:
+        agg = get_aggregator(name)
+        states = agg.reduce_groups(codes, 3, np.array(values))
+        for g, state in enumerate(states):
+            group = [v for v, c in zip(values, codes.tolist(), strict=True) if c == g]
+            got = agg.result(state)
+            assert got == agg.result(agg.loads(agg.dumps(state)))
+            assert got is None if not group else min(group) <= number(got) <= max(group)
+        whole = agg.result(fold(agg, values))
+        assert min(values) <= number(whole) <= max(values)
+        if len(set(values)) == 1 or n <= 2:
+            assert whole == min(values)  # a single value, or rank floor(q * 1) = 0
 
 
 @SETTINGS

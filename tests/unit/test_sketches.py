@@ -18,11 +18,14 @@ from hypothesis import strategies as st
 from pulseboard.sketches import (
     DDSKETCH_ALPHA,
     DDSKETCH_GAMMA,
+    DDSKETCH_KEY_LIMIT,
     DDSKETCH_MAX_BINS,
     HLL_MAX_RANK,
     HLL_REGISTERS,
+    DDSketchState,
     ddsketch_count,
     ddsketch_empty,
+    ddsketch_from_lists,
     ddsketch_from_values,
     ddsketch_merge,
     ddsketch_quantile,
@@ -454,3 +457,29 @@ def test_partials_non_finite_in_one_group_only() -> None:
     values = np.array([1.0, math.inf, 2.5, 0.25] * 10)
     codes = np.array([0, 1, 2, 2] * 10, dtype=np.int64)
     assert exact_partials_grouped(values, codes, 4) == [(10.0,), (math.inf,), (27.5,), ()]
+
+
+def as_lists(state: DDSketchState) -> tuple[int, int, list[int], int, list[int]]:
+    pos, neg = state.pos_counts.tolist(), state.neg_counts.tolist()
+    return (state.zero_count, state.pos_offset, pos, state.neg_offset, neg)
+
+
+def test_ddsketch_from_lists_round_trips_and_checks_invariants() -> None:
+    values = np.concatenate((np.geomspace(1e-250, 1e250, 5000), [0.0, -1.0, -1e-300, -1e300]))
+    for state in (ddsketch_empty(), ddsketch_from_values(values)):
+        rebuilt = ddsketch_from_lists(*as_lists(state))
+        assert rebuilt is not None and as_lists(rebuilt) == as_lists(state)
+        assert not rebuilt.pos_counts.flags.writeable and not rebuilt.neg_counts.flags.writeable
+    limit = DDSKETCH_KEY_LIMIT
+    for bad in (
+        (-1, 0, [], 0, []),  # negative zero count
+        (0, 3, [], 0, []),  # an empty side has offset 0
+        (0, 0, [0, 2], 0, []),  # first and last counts are nonzero
+        (0, 0, [2, -1, 2], 0, []),
+        (0, 0, [1] * (DDSKETCH_MAX_BINS + 1), 0, []),
+        (0, limit - 1, [1, 1], 0, []),  # the last key reaches the limit
+        (0, 0, [], -limit, [1]),
+        (0, 0, [2**63], 0, []),  # beyond int64
+    ):
+        assert ddsketch_from_lists(*bad) is None, bad
+    assert ddsketch_from_lists(0, limit - 2, [1, 1], 1 - limit, [1]) is not None
