@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pulseboard.errors import PulseboardError
 
 
 def _positive(text: str) -> int:
@@ -18,6 +21,95 @@ def _positive(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return value
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument(
+        "--data-dir", help="directory of the embedded stores (overrides storage.data_dir)"
+    )
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="a pulseboard.yaml (its storage.data_dir is used)")
+    where.add_argument("--data-dir", help="the data directory of a server")
+
+
+def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reconcile = commands.add_parser("reconcile", help="apply pending late events to history now")
+    reconcile.add_argument("--config", required=True, help="path to a pulseboard.yaml")
+    reconcile.add_argument("--data-dir", help="overrides storage.data_dir")
+
+    dlq = commands.add_parser("dlq", help="dead letters: rejected events with their reasons")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", help="show dead letters, oldest first")
+    _store_options(dlq_list)
+    dlq_list.add_argument("--limit", type=_positive, default=100)
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    replay = dlq_commands.add_parser("replay", help="re-submit dead letters to a server")
+    _store_options(replay)
+    replay.add_argument("--url", default="http://127.0.0.1:8000", help="the server to send to")
+    replay.add_argument("--api-key", help="a key with the ingest scope")
+    replay.add_argument("--limit", type=_positive, default=100_000)
+
+    keys = commands.add_parser("keys", help="API keys (stored hashed)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create a key and print it once")
+    _store_options(create)
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=["ingest", "read", "admin"],
+        help="a scope the key grants (repeat for several)",
+    )
+    create.add_argument("--name", default="", help="a note on what the key is for")
+    listing = key_commands.add_parser("list", help="list keys (ids and scopes, no secrets)")
+    _store_options(listing)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    _store_options(revoke)
+    revoke.add_argument("key_id")
+
+
+def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser("demo", help="run the shop demo: server, simulated traffic, URL")
+    _server_options(demo)
+    demo.add_argument("--rate", type=float, default=200.0, help="simulated events per second")
+
+    simulate = commands.add_parser("simulate", help="send realistic shop traffic to a server")
+    simulate.add_argument("--url", default="http://127.0.0.1:8000")
+    simulate.add_argument("--rate", type=float, default=200.0, help="events per second (mean)")
+    simulate.add_argument("--duration", type=float, default=60.0, help="seconds to run")
+    simulate.add_argument("--late", type=_share, default=0.01, help="share of late events")
+    simulate.add_argument("--duplicates", type=_share, default=0.01, help="share of re-sends")
+    simulate.add_argument("--malformed", type=_share, default=0.001, help="share of bad events")
+    simulate.add_argument("--api-key", help="a key with the ingest scope")
+    simulate.add_argument("--seed", type=int, help="random seed")
+
+    bench = commands.add_parser("bench", help="run a benchmark and print its result")
+    bench.add_argument("name", choices=["engine", "pipeline"], help="which benchmark")
+    bench.add_argument("--events", type=_positive, help="events to process or send")
+    bench.add_argument(
+        "--workers",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="engine: 1 decodes and aggregates in one process, 2 in two",
+    )
+    bench.add_argument("--repeat", type=_positive, default=3, help="rounds to take the best of")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pulseboard", description="Live operational dashboards from a stream of events."
@@ -28,23 +120,131 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config file and summarise it")
     check.add_argument("config", help="path to a pulseboard.yaml")
 
-    demo = commands.add_parser("demo", help="run the built-in shop demo")
-    demo.add_argument("--events", type=_positive, default=200_000, help="events to simulate")
-    demo.add_argument("--seed", type=int, default=7, help="random seed of the simulated traffic")
-
-    bench = commands.add_parser("bench", help="run a benchmark and print its result")
-    bench.add_argument("name", choices=["engine"], help="which benchmark")
-    bench.add_argument("--events", type=_positive, default=1_000_000, help="events to process")
-    bench.add_argument(
-        "--workers",
-        type=int,
-        choices=[1, 2],
-        default=2,
-        help="1: decode and aggregate in one process; 2: decode in one, aggregate in another",
+    serve = commands.add_parser("serve", help="run the pipeline and its HTTP API")
+    serve.add_argument("--config", required=True, help="path to a pulseboard.yaml")
+    _server_options(serve)
+    serve.add_argument(
+        "--require-keys",
+        action="store_true",
+        help="require API keys on loopback too (always required on other addresses)",
     )
-    bench.add_argument("--repeat", type=_positive, default=3, help="rounds to take the best of")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_traffic(commands)
+    _add_operations(commands)
     return parser
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    from pulseboard.config import load_config
+
+    return Path(load_config(args.config).storage.data_dir)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pulseboard.config import run_check
+
+    return run_check(args.config, sys.stdout, sys.stderr)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pulseboard.server import run_serve
+
+    return run_serve(
+        args.config,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        require_keys=args.require_keys,
+        verbose=args.verbose,
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pulseboard.demo import run_demo
+
+    return run_demo(
+        host=args.host, port=args.port, data_dir=args.data_dir, rate=args.rate, verbose=args.verbose
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from pulseboard.simulate import run_simulate
+
+    return run_simulate(
+        url=args.url,
+        rate=args.rate,
+        duration_s=args.duration,
+        late=args.late,
+        duplicates=args.duplicates,
+        malformed=args.malformed,
+        api_key=args.api_key,
+        seed=args.seed,
+        out=sys.stdout,
+    )
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.name == "pipeline":
+        from pulseboard.benchmarks.pipeline import run_pipeline_bench
+
+        return run_pipeline_bench(events=args.events, as_json=args.json, out=sys.stdout)
+    from pulseboard.benchmarks.engine import run_engine_bench
+
+    return run_engine_bench(
+        events=args.events or 1_000_000,
+        workers=args.workers,
+        repeat=args.repeat,
+        as_json=args.json,
+        out=sys.stdout,
+    )
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from pulseboard.admin import run_reconcile
+    from pulseboard.config import load_config
+    from pulseboard.server import with_data_dir
+
+    return run_reconcile(with_data_dir(load_config(args.config), args.data_dir), sys.stdout)
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from pulseboard import admin
+
+    if args.dlq_command == "list":
+        return admin.run_dlq_list(
+            _data_dir(args), limit=args.limit, as_json=args.json, out=sys.stdout
+        )
+    return admin.run_dlq_replay(
+        _data_dir(args),
+        url=args.url.rstrip("/"),
+        api_key=args.api_key,
+        limit=args.limit,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from pulseboard import admin
+
+    if args.keys_command == "create":
+        return admin.run_keys_create(_data_dir(args), args.scope, args.name, sys.stdout)
+    if args.keys_command == "list":
+        return admin.run_keys_list(_data_dir(args), sys.stdout)
+    return admin.run_keys_revoke(_data_dir(args), args.key_id, sys.stdout, sys.stderr)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "check": _check,
+    "serve": _serve,
+    "demo": _demo,
+    "simulate": _simulate,
+    "bench": _bench,
+    "reconcile": _reconcile,
+    "dlq": _dlq,
+    "keys": _keys,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,25 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command == "check":
-        from pulseboard.config import run_check
-
-        return run_check(args.config, sys.stdout, sys.stderr)
-    if args.command == "demo":
-        from pulseboard.demo import run_demo
-
-        return run_demo(events=args.events, seed=args.seed, out=sys.stdout)
-    if args.command == "bench":
-        from pulseboard.benchmarks.engine import run_engine_bench
-
-        return run_engine_bench(
-            events=args.events,
-            workers=args.workers,
-            repeat=args.repeat,
-            as_json=args.json,
-            out=sys.stdout,
-        )
-    raise AssertionError(f"unhandled command {args.command!r}")
+    try:
+        return _COMMANDS[args.command](args)
+    except PulseboardError as exc:
+        print(f"pulseboard {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -122,6 +122,16 @@ class StorageSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSpec:
+    """Bounds that keep one client or a backlog from taking the service down."""
+
+    max_request_bytes: int = 10 * 1024 * 1024
+    """Largest ingest request body, compressed or not (a larger one gets 413)."""
+    max_backlog_events: int = 2_000_000
+    """Accepted events the processor may lag behind before ingest answers 503."""
+
+
+@dataclass(frozen=True, slots=True)
 class PanelSpec:
     """One panel of a dashboard."""
 
@@ -148,6 +158,7 @@ class Config:
     storage: StorageSpec = field(default_factory=StorageSpec)
     pipeline: PipelineSpec = field(default_factory=PipelineSpec)
     dashboards: tuple[DashboardSpec, ...] = ()
+    limits: LimitsSpec = field(default_factory=LimitsSpec)
 
     def metric(self, name: str) -> MetricSpec | None:
         """The metric called ``name``, or None."""

@@ -24,6 +24,7 @@ from pulseboard.config import (
     EventSpec,
     FieldSpec,
     FieldType,
+    LimitsSpec,
     MetricSpec,
     PanelKind,
     PanelSpec,
@@ -62,7 +63,8 @@ Spec = TypeVar("Spec")
 _NUMERIC_AGGS = frozenset(("sum", "avg", "min", "max", "p50", "p90", "p95", "p99"))
 _GROUPABLE_TYPES = ("string", "int", "bool")
 
-_TOP_KEYS = ("storage", "pipeline", "events", "metrics", "dashboards")
+_TOP_KEYS = ("storage", "pipeline", "limits", "events", "metrics", "dashboards")
+_LIMITS_KEYS = ("max_request_bytes", "max_backlog_events")
 _STORAGE_KEYS = ("data_dir", "log", "hot", "history")
 _PIPELINE_KEYS = (
     "tick",
@@ -224,6 +226,26 @@ def _check_pipeline(p: Problems, value: object) -> tuple[PipelineSpec | None, in
         distinct_exact_threshold=threshold,
     )
     return spec, hot_ms
+
+
+def _check_limits(p: Problems, value: object) -> LimitsSpec | None:
+    default = LimitsSpec()
+    if value is None:
+        return default
+    loc = "limits"
+    mapping = read_mapping(p, value, loc, "a mapping of max_request_bytes and max_backlog_events")
+    if mapping is None:
+        return None
+    check_keys(p, mapping, loc, _LIMITS_KEYS)
+    size = read_key(
+        p, mapping, loc, "max_request_bytes", read_positive_int, default.max_request_bytes
+    )
+    backlog = read_key(
+        p, mapping, loc, "max_backlog_events", read_positive_int, default.max_backlog_events
+    )
+    if size is None or backlog is None:
+        return None
+    return LimitsSpec(max_request_bytes=size, max_backlog_events=backlog)
 
 
 # --- events --------------------------------------------------------------------------------
@@ -578,11 +600,12 @@ def check_config(data: object, source: str) -> Config:
     check_keys(p, data, "", _TOP_KEYS, required=("events", "metrics"))
     storage = _check_storage(p, data.get("storage"))
     pipeline, hot_ms = _check_pipeline(p, data.get("pipeline"))
+    limits = _check_limits(p, data.get("limits"))
     events = _check_events(p, data["events"]) if "events" in data else None
     ctx = _MetricContext(events, hot_ms)
     metrics, names = _check_metrics(p, data["metrics"], ctx) if "metrics" in data else ([], None)
     dashboards = _check_dashboards(p, data.get("dashboards"), names)
-    if p.items or storage is None or pipeline is None or events is None:
+    if p.items or storage is None or pipeline is None or events is None or limits is None:
         raise ConfigError(p.items)
     return Config(
         events={
@@ -593,4 +616,5 @@ def check_config(data: object, source: str) -> Config:
         storage=storage,
         pipeline=pipeline,
         dashboards=tuple(dashboards),
+        limits=limits,
     )

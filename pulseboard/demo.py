@@ -1,93 +1,85 @@
-"""``pulseboard demo``: the built-in shop config fed simulated traffic, printed as windows close.
+"""``pulseboard demo``: the shop config served on this machine, with simulated traffic.
 
-Until the service exists this runs the engine in the terminal: it generates shop events
-(with duplicates and disorder), decodes them as ingest would, aggregates them and prints each
-minute's headline numbers when that minute becomes final.
+Starts the server with the built-in e-commerce config (``demo.yaml``), waits until it is
+ready, starts ``pulseboard simulate`` against it and prints the URL. Ctrl-C or SIGTERM stops
+both; every acknowledged event is in the log by then and counted after the next start.
+Nothing is written outside the data directory (``./pulseboard-data`` unless ``--data-dir``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
-from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
 
-from pulseboard.benchmarks.workload import make_bodies
+import httpx
+
 from pulseboard.config import Config, load_config
-from pulseboard.engine import Engine, WindowValue
-from pulseboard.events import EventDecoder
+from pulseboard.server import serve, with_data_dir
 
-HEADLINES = ("orders", "revenue", "avg_order_value", "checkout_p95", "errors")
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 
 def demo_config() -> Config:
-    """The built-in e-commerce config shipped with the package."""
-    return load_config(Path(__file__).with_name("demo.yaml"))
+    """The built-in shop config."""
+    return load_config(DEMO_CONFIG)
 
 
-def _format(values: list[WindowValue]) -> str:
-    parts = []
-    for v in sorted(values, key=lambda v: sorted(map(str, v.labels.values()))):
-        label = ",".join(str(x) for x in v.labels.values())
-        shown = f"{v.value:.2f}" if isinstance(v.value, float) else str(v.value)
-        parts.append(f"{label}={shown}" if label else shown)
-    return " ".join(parts)
-
-
-def _print_minute(
-    out: TextIO, start_ms: int, rows: dict[str, list[WindowValue]], partial: bool
-) -> None:
-    stamp = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%H:%M")
-    cells = [f"{name} {_format(rows[name])}" for name in HEADLINES if name in rows]
-    note = "  (partial: the simulation ended in this minute)" if partial else ""
-    out.write(f"{stamp}  " + " | ".join(cells) + note + "\n")
-
-
-def run_demo(*, events: int, seed: int, out: TextIO) -> int:
-    """Simulate ``events`` shop events and print every final minute; returns 0."""
-    config = demo_config()
-    decoder = EventDecoder(config)
-    engine = Engine(config)
-    rate = 500
-    # start the traffic an hour ago, just after a minute boundary (beyond the 2 s of disorder)
-    start_ms = int(time.time() * 1000) // 60_000 * 60_000 - 3_600_000 + 2_000
-    end_ms = start_ms + events * 1_000 // rate
-    bodies = make_bodies(events, start_ms=start_ms, events_per_s=rate, late=0.002, seed=seed)
-    now_ms = start_ms + 7_200_000
-    out.write(
-        f"pulseboard demo: {events:,} simulated shop events at {rate}/s of event time, "
-        f"{len(config.metrics)} metrics; one line per minute (UTC) once it is final\n"
+def _start_traffic(
+    url: str, rate: float, stopped: threading.Event
+) -> subprocess.Popen[bytes] | None:
+    """Wait for the server to be ready, then start the simulator; None if it never got ready."""
+    deadline = time.monotonic() + 60
+    while not stopped.is_set() and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    else:
+        return None
+    command = [sys.executable, "-m", "pulseboard.cli", "simulate", "--url", url]
+    command += ["--rate", str(rate), "--duration", str(10 * 365 * 86_400)]
+    simulator = subprocess.Popen(command)
+    print(
+        f"\n  Pulseboard demo is running: {url}\n"
+        f"  metrics: {url}/v1/metrics   API reference: {url}/openapi.json\n"
+        f"  simulated shop traffic at ~{rate:g} events/s; Ctrl-C stops everything\n",
+        flush=True,
     )
-    began = time.perf_counter()
-    late = rejected = 0
+    return simulator
 
-    def emit(final: list[WindowValue]) -> None:
-        minutes: dict[int, dict[str, list[WindowValue]]] = defaultdict(lambda: defaultdict(list))
-        for value in final:
-            if value.metric in HEADLINES and value.window_end_ms - value.window_start_ms == 60_000:
-                minutes[value.window_start_ms][value.metric].append(value)
-        for start in sorted(minutes):
-            _print_minute(out, start, minutes[start], partial=start + 60_000 > end_ms)
 
-    for i, body in enumerate(bodies, 1):
-        batch = decoder.decode(body, now_ms)
-        rejected += len(batch.errors)
-        engine.process(batch)
-        if i % 10 == 0:
-            tick = engine.advance()
-            late += len(tick.late)
-            emit(tick.final)
-    engine.advance(now_ms=0)
-    tick = engine.advance(now_ms=3_600_000)
-    emit(tick.final)
-    seconds = time.perf_counter() - began
-    summary: dict[str, Any] = {
-        "events": events,
-        "duplicates dropped": engine.duplicates,
-        "late arrivals (counted once per metric)": late + len(tick.late),
-        "rejected": rejected,
-        "events/s": round(events / seconds),
-    }
-    out.write("done: " + ", ".join(f"{k} {v:,}" for k, v in summary.items()) + "\n")
-    return 0
+def run_demo(*, host: str, port: int, data_dir: str | None, rate: float, verbose: bool) -> int:
+    """Serve the demo until interrupted; returns the exit code."""
+    config = with_data_dir(demo_config(), data_dir)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    stopped = threading.Event()
+    holder: list[subprocess.Popen[bytes] | None] = []
+    starter = threading.Thread(
+        target=lambda: holder.append(_start_traffic(url, rate, stopped)), daemon=True
+    )
+    starter.start()
+    try:
+        code = serve(config, host=host, port=port, verbose=verbose)
+    finally:
+        stopped.set()
+        starter.join(timeout=5)
+        simulator = holder[0] if holder else None
+        if simulator is not None and simulator.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(simulator.pid, signal.SIGINT)
+            try:
+                simulator.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                simulator.kill()
+    return code

@@ -225,6 +225,17 @@ class _Metric:
             for label, s in sorted(merged.items())
         ]
 
+    def open_windows(self) -> list[WindowValue]:
+        """Values of the windows ``[k * window, (k + 1) * window)`` that hold open buckets and
+        are not final yet: the points a series shows before history has them."""
+        window = self.spec.window_ms
+        starts = {b * self.bucket_ms // window * window for b in self.buckets}
+        out: list[WindowValue] = []
+        for start in sorted(starts):
+            if start + window > self.final_through_ms:
+                out.extend(self._window(start, start + window, "open"))
+        return out
+
     def current(self, stream_time_ms: int) -> list[WindowValue]:
         """The open window that holds stream time (a sliding window ending with its bucket)."""
         step = self.bucket_ms
@@ -456,6 +467,23 @@ class Engine:
         if self._stream_ms == _NO_TIME:
             return []
         return self._metrics[metric].current(self._stream_ms)
+
+    def open_windows(self, metric: str) -> list[WindowValue]:
+        """Every not yet final window of ``metric`` aligned to its window length, in order."""
+        return self._metrics[metric].open_windows()
+
+    def window(self, metric: str, start_ms: int, end_ms: int) -> list[WindowValue]:
+        """The values of ``metric`` over ``[start_ms, end_ms)`` from the buckets still held,
+        one per label set, marked final (used to recompute closed windows)."""
+        return self._metrics[metric]._window(start_ms, end_ms, "final")
+
+    def aggregator(self, metric: str) -> Aggregator:
+        """The aggregator of ``metric`` (to encode and merge its states)."""
+        return self._metrics[metric].agg
+
+    def label_sets(self, metric: str) -> int:
+        """How many label sets ``metric`` has admitted (``__other__`` included)."""
+        return len(self._metrics[metric].labels)
 
     def snapshot(self) -> bytes:
         """Everything needed to continue exactly where this engine is, as versioned bytes."""

@@ -59,6 +59,8 @@ class EventError:
     index: int
     id: str | None
     error: str
+    raw: bytes = field(default=b"", repr=False, compare=False)
+    """The event as it arrived (JSON), for the dead-letter store."""
 
 
 @dataclass(slots=True)
@@ -193,7 +195,7 @@ class Batch:
             for name, tb in batch.types.items():
                 parts.setdefault(name, []).append(tb)
                 offsets.setdefault(name, []).append(offset)
-            errors.extend(EventError(e.index + offset, e.id, e.error) for e in batch.errors)
+            errors.extend(EventError(e.index + offset, e.id, e.error, e.raw) for e in batch.errors)
             offset += batch.received
         types = {name: TypeBatch.concat(tbs, offsets[name]) for name, tbs in parts.items()}
         return Batch(types, errors, offset)
@@ -332,7 +334,7 @@ class EventDecoder:
         except (msgspec.ValidationError, msgspec.DecodeError):
             head = _IdOnly()
         event_id = head.id if isinstance(head.id, str) else None
-        return EventError(index, event_id, self._describe(index, head.type, exc))
+        return EventError(index, event_id, self._describe(index, head.type, exc), bytes(raw))
 
     def _describe(self, index: int, event_type: Any, exc: Exception) -> str:
         message = str(exc)
@@ -420,7 +422,8 @@ class EventDecoder:
             ahead = format_duration_ms(time_ms - now_ms)
             limit = format_duration_ms(self._max_future_ms)
             message = f"{ahead} ahead of the server clock; at most {limit} is accepted (max_future)"
-        return EventError(index, event.id, f"events[{index}].time: {message}")
+        raw = msgspec.json.encode(event)
+        return EventError(index, event.id, f"events[{index}].time: {message}", raw)
 
 
 def _to_ms(value: int | datetime) -> int:

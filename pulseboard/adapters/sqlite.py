@@ -1,0 +1,660 @@
+"""The embedded adapters: the event log, dead letters, history, hot windows and API keys in SQLite.
+
+Three files under the data directory, each with one writing process, so writers never wait on
+each other: ``log.db`` (the API process appends accepted batches and dead letters),
+``state.db`` (the processor commits its position, checkpoints, history, open windows and late
+events) and ``meta.db`` (API keys). Every file is in WAL mode, so readers never block the writer.
+All table names of the embedded deployment are in this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pulseboard.errors import PulseboardError
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "log.db"
+STATE_FILE = "state.db"
+META_FILE = "meta.db"
+
+_LOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    min_time_ms INTEGER NOT NULL,
+    max_time_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_by_received ON log (received_ms);
+CREATE INDEX IF NOT EXISTS log_by_max_time ON log (max_time_ms);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    event_index INTEGER NOT NULL,
+    event_id TEXT,
+    error TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    replayed_ms INTEGER
+);
+"""
+
+_STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS progress (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pos INTEGER NOT NULL,
+    stream_time_ms INTEGER,
+    committed_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pos INTEGER NOT NULL,
+    snapshot BLOB NOT NULL,
+    saved_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    metric TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    window_end INTEGER NOT NULL,
+    value,
+    state BLOB NOT NULL,
+    status TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (metric, window_start, labels)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot (
+    metric TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    window_end INTEGER NOT NULL,
+    value,
+    state BLOB NOT NULL,
+    PRIMARY KEY (metric, window_start, labels)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS current (
+    metric TEXT PRIMARY KEY,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS late (
+    metric TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    value,
+    noted_ms INTEGER NOT NULL,
+    applied_ms INTEGER,
+    PRIMARY KEY (metric, event_id, window_start)
+);
+CREATE INDEX IF NOT EXISTS late_pending ON late (applied_ms, metric);
+"""
+
+_META_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
+"""
+
+
+class StoreUnavailable(PulseboardError):
+    """A store could not be read or written; the message says which and why."""
+
+
+def now_ms() -> int:
+    """Wall clock, epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def connect(path: Path, schema: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema applied (unless read-only)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk when it returns, which is what a 202 promises
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(schema)
+        else:
+            conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --- the event log -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected event, kept with the reason and the event as it arrived."""
+
+    received_ms: int
+    event_index: int
+    event_id: str | None
+    error: str
+    raw: bytes
+    id: int = 0
+    replayed_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One ingest request's share of a group commit: its accepted batch (if any) and its
+    rejected events."""
+
+    received_ms: int
+    events: int
+    min_time_ms: int
+    max_time_ms: int
+    payload: bytes | None
+    dead: Sequence[DeadLetter]
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One accepted batch as stored: its position and its wire-format payload."""
+
+    pos: int
+    received_ms: int
+    events: int
+    payload: bytes
+
+
+_STOP = object()
+
+
+class SqliteLogWriter:
+    """Appends ingest requests to ``log.db`` from one thread, many requests per transaction.
+
+    ``append`` resolves once the request's batch is committed with ``synchronous = FULL``,
+    i.e. on disk: that is when ingest may answer 202. Requests that queue while a commit runs
+    share the next one (group commit), so the cost of a commit is spread over them.
+    """
+
+    def __init__(self, path: Path, *, max_group: int = 256) -> None:
+        self._path = path
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._conn = connect(path, _LOG_SCHEMA)
+        self.last_pos = self._conn.execute("SELECT COALESCE(MAX(pos), 0) FROM log").fetchone()[0]
+        self.appended_events = 0
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+        self.on_commit: Any = None
+        """Called on the writer thread after each commit with the last position."""
+
+    async def append(self, item: Append) -> int:
+        """Make ``item`` durable; returns the log position of its batch (0 if it had none)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._queue.put((item, future, loop))
+        return await future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread and close the file."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout=30)
+        self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            group = [first]
+            while len(group) < self._max_group:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                group.append(nxt)
+            self._commit(group)
+
+    def _commit(self, group: list[Any]) -> None:
+        results: list[int | BaseException] = []
+        try:
+            with transaction(self._conn) as conn:
+                for item, _, _ in group:
+                    results.append(self._insert(conn, item))
+            self.error = None
+        except sqlite3.Error as exc:
+            self.error = f"the event log {self._path} cannot take writes: {exc}"
+            log.error("%s", self.error)
+            failure = StoreUnavailable(self.error)
+            results = [failure] * len(group)
+        else:
+            self.last_pos = max([self.last_pos, *(r for r in results if isinstance(r, int))])
+            self.appended_events += sum(item.events for item, _, _ in group)
+            if self.on_commit is not None:
+                self.on_commit(self.last_pos)
+        for (_, future, loop), result in zip(group, results, strict=True):
+            loop.call_soon_threadsafe(_resolve, future, result)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, item: Append) -> int:
+        if item.dead:
+            conn.executemany(
+                "INSERT INTO dead_letters (received_ms, event_index, event_id, error, raw) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(d.received_ms, d.event_index, d.event_id, d.error, d.raw) for d in item.dead],
+            )
+        if item.payload is None:
+            return 0
+        cursor = conn.execute(
+            "INSERT INTO log (received_ms, events, min_time_ms, max_time_ms, payload) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (item.received_ms, item.events, item.min_time_ms, item.max_time_ms, item.payload),
+        )
+        return int(cursor.lastrowid or 0)
+
+
+def _resolve(future: asyncio.Future[int], result: int | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class SqliteLogReader:
+    """Reads ``log.db`` in position order (the processor), and trims it by age."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, _LOG_SCHEMA)
+
+    def read(self, after: int, max_events: int) -> list[LogEntry]:
+        """Entries after position ``after``, in order, holding about ``max_events`` events
+        (at least one entry when there is one)."""
+        rows = self._conn.execute(
+            "SELECT pos, received_ms, events, payload FROM log WHERE pos > ? ORDER BY pos LIMIT ?",
+            (after, max(1, max_events // 100)),
+        ).fetchall()
+        out: list[LogEntry] = []
+        total = 0
+        for pos, received, events, payload in rows:
+            if out and total + events > max_events:
+                break
+            out.append(LogEntry(pos, received, events, payload))
+            total += events
+        return out
+
+    def backlog(self, after: int) -> tuple[int, int]:
+        """(entries, events) in the log after position ``after``."""
+        row = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(events), 0) FROM log WHERE pos > ?", (after,)
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def overlapping(self, start_ms: int, end_ms: int, through: int) -> Iterator[LogEntry]:
+        """Entries up to position ``through`` holding events with times in
+        ``[start_ms, end_ms)``, in position order."""
+        cursor = self._conn.execute(
+            "SELECT pos, received_ms, events, payload FROM log "
+            "WHERE max_time_ms >= ? AND min_time_ms < ? AND pos <= ? ORDER BY pos",
+            (start_ms, end_ms, through),
+        )
+        for pos, received, events, payload in cursor:
+            yield LogEntry(pos, received, events, payload)
+
+    def oldest_received_ms(self) -> int | None:
+        """When the oldest entry still kept was appended."""
+        row = self._conn.execute("SELECT MIN(received_ms) FROM log").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def trim(self, before_ms: int, through: int) -> int:
+        """Delete entries appended before ``before_ms`` and at or before position ``through``
+        (so nothing the processor still needs goes); returns how many went."""
+        with transaction(self._conn) as conn:
+            cursor = conn.execute(
+                "DELETE FROM log WHERE received_ms < ? AND pos <= ?", (before_ms, through)
+            )
+        return cursor.rowcount
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SqliteDeadLetters:
+    """The dead-letter store in ``log.db``: listing and marking replayed."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, _LOG_SCHEMA)
+
+    def list(self, *, limit: int, include_replayed: bool = False) -> list[DeadLetter]:
+        """The oldest dead letters first, up to ``limit``."""
+        where = "" if include_replayed else "WHERE replayed_ms IS NULL"
+        rows = self._conn.execute(
+            "SELECT id, received_ms, event_index, event_id, error, raw, replayed_ms "
+            f"FROM dead_letters {where} ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [DeadLetter(r[1], r[2], r[3], r[4], bytes(r[5]), r[0], r[6]) for r in rows]
+
+    def count(self) -> int:
+        """Dead letters not yet replayed."""
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM dead_letters WHERE replayed_ms IS NULL"
+        ).fetchone()
+        return int(row[0])
+
+    def mark_replayed(self, ids: Sequence[int]) -> None:
+        with transaction(self._conn) as conn:
+            conn.executemany(
+                "UPDATE dead_letters SET replayed_ms = ? WHERE id = ?",
+                [(now_ms(), i) for i in ids],
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# --- the processor's state -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """One stored window of one metric and label set (labels as canonical JSON)."""
+
+    metric: str
+    labels: str
+    window_start_ms: int
+    window_end_ms: int
+    value: Any
+    state: bytes
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class LateRow:
+    """A late event as stored for reconciliation."""
+
+    metric: str
+    event_id: str
+    window_start_ms: int
+    window_end_ms: int
+    labels: str
+    time_ms: int
+    value: Any
+
+
+@dataclass(slots=True)
+class Commit:
+    """What the processor commits in one transaction."""
+
+    pos: int
+    stream_time_ms: int | None
+    final: list[WindowRow]
+    late: list[LateRow]
+    hot: dict[str, list[WindowRow]]
+    """Every open window of each listed metric (replacing what was stored for it)."""
+    current: dict[str, bytes]
+    snapshot: bytes | None = None
+    """An engine checkpoint at ``pos``, when one is due."""
+
+
+class SqliteState:
+    """``state.db``: the processor's position, checkpoints, history, open windows, late events.
+
+    The processor is its only writer; the API and the CLI read it (and ``reconcile`` writes
+    revised windows when run by hand, waiting for the file lock like any writer).
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        if readonly and not path.exists():
+            connect(path, _STATE_SCHEMA).close()
+        self._conn = connect(path, _STATE_SCHEMA, readonly=readonly)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def checkpoint(self) -> tuple[int, bytes] | None:
+        """The last checkpoint: (log position, engine snapshot)."""
+        row = self._conn.execute("SELECT pos, snapshot FROM checkpoint WHERE id = 1").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def progress(self) -> tuple[int, int | None, int] | None:
+        """(position, stream time, committed at) of the last commit."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT pos, stream_time_ms, committed_ms FROM progress WHERE id = 1"
+            ).fetchone()
+        return None if row is None else (int(row[0]), row[1], int(row[2]))
+
+    def commit(self, c: Commit) -> None:
+        """Apply ``c`` atomically. A final window never overwrites a revised one: revised
+        values are recomputed from the log and stay right when a restart replays the log."""
+        stamp = now_ms()
+        with self._lock, transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO progress (id, pos, stream_time_ms, committed_ms) "
+                "VALUES (1, ?, ?, ?)",
+                (c.pos, c.stream_time_ms, stamp),
+            )
+            if c.snapshot is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO checkpoint (id, pos, snapshot, saved_ms) "
+                    "VALUES (1, ?, ?, ?)",
+                    (c.pos, c.snapshot, stamp),
+                )
+            conn.executemany(
+                "INSERT INTO history (metric, window_start, labels, window_end, value, state, "
+                "status, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'final', ?) "
+                "ON CONFLICT DO UPDATE SET value = excluded.value, state = excluded.state, "
+                "updated_ms = excluded.updated_ms WHERE status != 'revised'",
+                [_history_params(r, stamp) for r in c.final],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO late (metric, event_id, window_start, window_end, labels, "
+                "time_ms, value, noted_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.metric,
+                        r.event_id,
+                        r.window_start_ms,
+                        r.window_end_ms,
+                        r.labels,
+                        r.time_ms,
+                        r.value,
+                        stamp,
+                    )
+                    for r in c.late
+                ],
+            )
+            for metric, rows in c.hot.items():
+                conn.execute("DELETE FROM hot WHERE metric = ?", (metric,))
+                conn.executemany(
+                    "INSERT INTO hot (metric, window_start, labels, window_end, value, state) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.metric, r.window_start_ms, r.labels, r.window_end_ms, r.value, r.state)
+                        for r in rows
+                    ],
+                )
+            conn.executemany(
+                "INSERT OR REPLACE INTO current (metric, payload) VALUES (?, ?)",
+                list(c.current.items()),
+            )
+
+    def current(self) -> dict[str, bytes]:
+        """The last committed current value of every metric (the JSON the API serves)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT metric, payload FROM current").fetchall()
+        return {m: bytes(p) for m, p in rows}
+
+    def windows(
+        self, metric: str, start_ms: int, end_ms: int, window_ms: int
+    ) -> tuple[list[WindowRow], list[WindowRow]]:
+        """(history, open) windows of ``metric`` of length ``window_ms`` starting in
+        ``[start_ms, end_ms)`` and aligned to ``window_ms``, read in one snapshot of the file."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                final = self._conn.execute(
+                    "SELECT labels, window_start, window_end, value, state, status FROM history "
+                    "WHERE metric = ? AND window_start >= ? AND window_start < ? "
+                    "AND window_end - window_start = ? AND window_start % ? = 0",
+                    (metric, start_ms, end_ms, window_ms, window_ms),
+                ).fetchall()
+                hot = self._conn.execute(
+                    "SELECT labels, window_start, window_end, value, state, 'open' FROM hot "
+                    "WHERE metric = ? AND window_start >= ? AND window_start < ?",
+                    (metric, start_ms, end_ms),
+                ).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        return (
+            [WindowRow(metric, r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in final],
+            [WindowRow(metric, r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in hot],
+        )
+
+    def pending_late(self, limit: int = 100_000) -> list[LateRow]:
+        """Late events not yet reconciled."""
+        rows = self._conn.execute(
+            "SELECT metric, event_id, window_start, window_end, labels, time_ms, value FROM late "
+            "WHERE applied_ms IS NULL LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [LateRow(*r) for r in rows]
+
+    def late_counts(self) -> tuple[int, int]:
+        """(all late events kept, those not yet reconciled)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*), COUNT(*) - COUNT(applied_ms) FROM late"
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def revise(self, rows: list[WindowRow], applied: list[LateRow]) -> None:
+        """Store recomputed windows as revised and mark their late events applied, atomically."""
+        stamp = now_ms()
+        with self._lock, transaction(self._conn) as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO history (metric, window_start, labels, window_end, "
+                "value, state, status, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'revised', ?)",
+                [_history_params(r, stamp) for r in rows],
+            )
+            conn.executemany(
+                "UPDATE late SET applied_ms = ? "
+                "WHERE metric = ? AND event_id = ? AND window_start = ?",
+                [(stamp, r.metric, r.event_id, r.window_start_ms) for r in applied],
+            )
+
+    def trim(self, history_before_ms: int, late_before_ms: int) -> None:
+        """Drop history windows that ended before ``history_before_ms`` and reconciled late
+        events noted before ``late_before_ms``."""
+        with self._lock, transaction(self._conn) as conn:
+            conn.execute("DELETE FROM history WHERE window_end < ?", (history_before_ms,))
+            conn.execute(
+                "DELETE FROM late WHERE applied_ms IS NOT NULL AND noted_ms < ?",
+                (late_before_ms,),
+            )
+
+
+def _history_params(r: WindowRow, stamp: int) -> tuple[Any, ...]:
+    return (r.metric, r.window_start_ms, r.labels, r.window_end_ms, r.value, r.state, stamp)
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A stored API key: its public id, the hash of its secret and its scopes."""
+
+    key_id: str
+    secret_hash: str
+    scopes: frozenset[str]
+    name: str
+    created_ms: int
+    revoked_ms: int | None
+
+
+class SqliteKeys:
+    """``meta.db``: API keys (hashed)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, _META_SCHEMA)
+        self._lock = threading.Lock()
+
+    def add(self, record: KeyRecord) -> None:
+        with self._lock, transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT INTO api_keys (key_id, secret_hash, scopes, name, created_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.key_id,
+                    record.secret_hash,
+                    ",".join(sorted(record.scopes)),
+                    record.name,
+                    record.created_ms,
+                ),
+            )
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT key_id, secret_hash, scopes, name, created_ms, revoked_ms "
+                "FROM api_keys WHERE key_id = ?",
+                (key_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return KeyRecord(row[0], row[1], frozenset(row[2].split(",")), row[3], row[4], row[5])
+
+    def all(self) -> list[KeyRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key_id, secret_hash, scopes, name, created_ms, revoked_ms FROM api_keys "
+                "ORDER BY created_ms"
+            ).fetchall()
+        return [KeyRecord(r[0], r[1], frozenset(r[2].split(",")), r[3], r[4], r[5]) for r in rows]
+
+    def revoke(self, key_id: str) -> bool:
+        with self._lock, transaction(self._conn) as conn:
+            cursor = conn.execute(
+                "UPDATE api_keys SET revoked_ms = ? WHERE key_id = ? AND revoked_ms IS NULL",
+                (now_ms(), key_id),
+            )
+        return cursor.rowcount > 0
+
+    def close(self) -> None:
+        self._conn.close()

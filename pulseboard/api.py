@@ -1,0 +1,357 @@
+"""The HTTP API (Starlette): ingest, metric reads, series, live push, health and telemetry.
+
+Every error is JSON ``{"error": message}`` with a message that says what was expected.
+Documented in docs/API.md; the OpenAPI document is served at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from pulseboard import series
+from pulseboard.adapters.sqlite import now_ms
+from pulseboard.auth import AuthError, Authorizer
+from pulseboard.errors import DecodeError
+from pulseboard.live import Subscriber
+from pulseboard.openapi import OPENAPI
+from pulseboard.service import Overloaded, Service, TooLarge, gunzip
+from pulseboard.telemetry import Telemetry
+
+JSON_TYPES = ("application/json", "")
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        msgspec.json.encode({"error": message}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _json(body: bytes, *, max_age_s: int = 0, status: int = 200) -> Response:
+    headers = {"Cache-Control": f"max-age={max_age_s}" if max_age_s else "no-store"}
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+class Api:
+    """The routes of one service."""
+
+    def __init__(self, service: Service, *, require_keys: bool) -> None:
+        self.service = service
+        self.auth = Authorizer(service.keys, required=require_keys)
+        self.telemetry = Telemetry(service)
+        self.max_age_s = max(1, math.ceil(service.config.pipeline.tick_ms / 1000))
+        self._cache: dict[str, tuple[float, bytes]] = {}
+
+    def _authorize(self, request: Request | WebSocket, scope: str) -> None:
+        header = request.headers.get("authorization")
+        if header is None and "key" in request.query_params:
+            header = f"Bearer {request.query_params['key']}"  # browsers cannot set WS headers
+        self.auth.check(header, scope)
+
+    # --- ingest ---------------------------------------------------------------------------
+
+    async def post_events(self, request: Request) -> Response:
+        started = time.perf_counter()
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in JSON_TYPES + NDJSON_TYPES:
+            return error(
+                415,
+                f"Content-Type {media!r} is not accepted; send application/json "
+                "(an array of events) or application/x-ndjson (one event per line)",
+            )
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            return error(415, f"Content-Encoding {encoding!r} is not accepted; use gzip or none")
+        limit = self.service.config.limits.max_request_bytes
+        try:
+            body = await _read_body(request, limit)
+            if encoding == "gzip":
+                body = gunzip(body, limit)
+            result = await self.service.ingest(body, ndjson=media in NDJSON_TYPES)
+        except TooLarge as exc:
+            return error(413, str(exc))
+        except DecodeError as exc:
+            return error(400, str(exc))
+        except Overloaded as exc:
+            return error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+        self.telemetry.ingest_seconds.observe(time.perf_counter() - started)
+        body = msgspec.json.encode(
+            {"accepted": result.accepted, "rejected": result.rejected, "errors": result.errors}
+        )
+        return _json(body, status=202)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def list_metrics(self, request: Request) -> Response:
+        service = self.service
+        out = []
+        for spec in service.config.metrics:
+            body = service.current_body(spec.name)
+            out.append(
+                {
+                    "name": spec.name,
+                    "event": spec.event,
+                    "agg": spec.agg,
+                    "field": spec.field,
+                    "window_ms": spec.window_ms,
+                    "every_ms": spec.every_ms,
+                    "group_by": list(spec.group_by),
+                    "where": spec.where.text if spec.where is not None else None,
+                    "current": msgspec.json.decode(body) if body is not None else None,
+                }
+            )
+        return _json(msgspec.json.encode({"metrics": out}), max_age_s=self.max_age_s)
+
+    async def get_metric(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        spec = self.service.config.metric(name)
+        if spec is None:
+            return self._unknown_metric(name)
+        body = self.service.current_body(name)
+        if body is None:
+            body = msgspec.json.encode(
+                {
+                    "metric": name,
+                    "agg": spec.agg,
+                    "window_ms": spec.window_ms,
+                    "every_ms": spec.every_ms,
+                    "as_of": None,
+                    "stream_time": None,
+                    "stale": self.service.stale(),
+                    "values": [],
+                }
+            )
+        return _json(body, max_age_s=self.max_age_s)
+
+    async def get_series(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        spec = self.service.config.metric(name)
+        if spec is None:
+            return self._unknown_metric(name)
+        key = f"{name}?{request.url.query}"
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and now < hit[0]:
+            return _json(hit[1], max_age_s=self.max_age_s)
+        try:
+            req = series.request(spec, dict(request.query_params), now_ms())
+        except series.QueryError as exc:
+            return error(400, str(exc))
+        agg = series.aggregator_for(self.service.config, spec)
+        result = await asyncio.to_thread(series.read_series, self.service.state, agg, req)
+        result["stale"] = self.service.stale()
+        body = msgspec.json.encode(result)
+        if len(self._cache) > 1_000:
+            self._cache.clear()
+        self._cache[key] = (now + self.max_age_s, body)
+        return _json(body, max_age_s=self.max_age_s)
+
+    def _unknown_metric(self, name: str) -> Response:
+        known = ", ".join(m.name for m in self.service.config.metrics)
+        return error(404, f"no metric named {name!r}; the config defines: {known}")
+
+    # --- live -----------------------------------------------------------------------------
+
+    def _metrics_of(self, message: Any) -> list[str]:
+        """The metric names a subscribe message asks for; ValueError says what is wrong."""
+        config = self.service.config
+        if isinstance(message, dict) and isinstance(message.get("subscribe"), list):
+            names = message["subscribe"]
+        elif isinstance(message, dict) and isinstance(message.get("dashboard"), str):
+            board = next((d for d in config.dashboards if d.id == message["dashboard"]), None)
+            if board is None:
+                known = ", ".join(d.id for d in config.dashboards)
+                raise ValueError(f"no dashboard {message['dashboard']!r}; known: {known}")
+            names = [p.metric for p in board.panels]
+        else:
+            raise ValueError('expected {"subscribe": ["metric", ...]} or {"dashboard": "id"}')
+        unknown = [n for n in names if not isinstance(n, str) or config.metric(n) is None]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown!r}")
+        return list(dict.fromkeys(names))
+
+    def _subscribe(self, subscriber: Subscriber, names: list[str]) -> None:
+        self.service.hub.subscribe(subscriber, names)
+        for name in names:
+            body = self.service.current_body(name)
+            if body is not None:
+                subscriber.offer(body.decode())
+
+    async def live_ws(self, ws: WebSocket) -> None:
+        try:
+            self._authorize(ws, "read")
+        except AuthError as exc:
+            await ws.close(code=4401 if exc.status == 401 else 4403, reason=str(exc)[:120])
+            return
+        await ws.accept()
+        hub = self.service.hub
+        subscriber = hub.add()
+        sender = asyncio.create_task(_send_loop(ws, subscriber))
+        try:
+            while True:
+                receiver = asyncio.ensure_future(ws.receive_text())
+                done, _ = await asyncio.wait(
+                    {receiver, sender}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if sender in done:
+                    receiver.cancel()
+                    break
+                try:
+                    names = self._metrics_of(msgspec.json.decode(receiver.result()))
+                except (msgspec.DecodeError, ValueError) as exc:
+                    subscriber.offer(msgspec.json.encode({"error": str(exc)}).decode())
+                    continue
+                self._subscribe(subscriber, names)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            hub.remove(subscriber)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+        if subscriber.slow:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1013, reason="too slow: fell behind the live stream")
+
+    async def live_sse(self, request: Request) -> Response:
+        names_text = request.query_params.get("metrics", "")
+        try:
+            names = self._metrics_of({"subscribe": [n for n in names_text.split(",") if n]})
+        except ValueError as exc:
+            return error(400, f"metrics={names_text!r}: {exc}")
+        if not names:
+            return error(400, "metrics= is empty; expected metric names separated by commas")
+        hub = self.service.hub
+        subscriber = hub.add()
+        self._subscribe(subscriber, names)
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield "retry: 2000\n\n"
+                while True:
+                    message = await subscriber.queue.get()
+                    if message is None:
+                        return
+                    yield f"data: {message}\n\n"
+            finally:
+                hub.remove(subscriber)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return _json(b'{"status":"ok"}')
+
+    async def readyz(self, request: Request) -> Response:
+        service = self.service
+        checks: dict[str, str] = {}
+        checks["log"] = service.writer.error or "ok"
+        try:
+            await asyncio.to_thread(service.state.progress)
+            checks["state"] = "ok"
+        except Exception as exc:  # any failure to read means not ready
+            checks["state"] = f"unreadable: {exc}"
+        if not service.processor_alive():
+            checks["processor"] = "not running"
+        elif service.stale():
+            checks["processor"] = "not reporting"
+        else:
+            checks["processor"] = "ok"
+        ready = all(v == "ok" for v in checks.values())
+        body = msgspec.json.encode({"ready": ready, "checks": checks})
+        return _json(body, status=200 if ready else 503)
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(
+            self.telemetry.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+    def routes(self) -> list[Route | WebSocketRoute]:
+        def guarded(
+            scope: str, handler: Callable[[Request], Awaitable[Response]]
+        ) -> Callable[[Request], Awaitable[Response]]:
+            async def endpoint(request: Request) -> Response:
+                try:
+                    self._authorize(request, scope)
+                except AuthError as exc:
+                    return error(exc.status, str(exc))
+                return await handler(request)
+
+            return endpoint
+
+        return [
+            Route("/v1/events", guarded("ingest", self.post_events), methods=["POST"]),
+            Route("/v1/metrics", guarded("read", self.list_metrics), methods=["GET"]),
+            Route("/v1/metrics/{name}", guarded("read", self.get_metric), methods=["GET"]),
+            Route("/v1/metrics/{name}/series", guarded("read", self.get_series), methods=["GET"]),
+            Route("/v1/live/sse", guarded("read", self.live_sse), methods=["GET"]),
+            WebSocketRoute("/v1/live", self.live_ws),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", guarded("read", self.prometheus), methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+        ]
+
+
+async def _send_loop(ws: WebSocket, subscriber: Subscriber) -> None:
+    while True:
+        message = await subscriber.queue.get()
+        if message is None:
+            return
+        await ws.send_text(message)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(
+            f"the body is {declared} bytes; at most {limit} are accepted "
+            "(limits.max_request_bytes); split it into smaller requests"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(
+                f"the body is over {limit} bytes (limits.max_request_bytes); "
+                "split it into smaller requests"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(service: Service, *, require_keys: bool) -> Starlette:
+    """The ASGI app; starting it starts the service (and its processor), stopping stops it."""
+    api = Api(service, require_keys=require_keys)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    return Starlette(routes=api.routes(), lifespan=lifespan)

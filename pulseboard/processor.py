@@ -1,0 +1,307 @@
+"""The processor: reads the log in order, aggregates with the engine, commits atomically.
+
+Each tick (``pipeline.tick``) it commits, in one transaction of ``state.db``: its log
+position, the windows that became final (into history), the late events, the open windows of
+the metrics that changed, their current values, and every ``checkpoint_every`` an engine
+snapshot with the position it belongs to. After a crash it restores the last snapshot and
+replays the log from that snapshot's position: the engine's result does not depend on how the
+log is cut into reads, final windows are written idempotently, and late events are keyed by
+(metric, event id, bucket), so a replay neither loses nor double counts anything. A window
+revised by reconciliation is never overwritten by a replayed final value.
+
+The engine is CPU work, so the processor runs in a process of its own (``serve`` starts it),
+talking to the API process over a pipe: the API sends wake-ups after appends, the processor
+sends one message per tick with the changed metrics' current values and its statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from pulseboard.adapters.sqlite import (
+    LOG_FILE,
+    STATE_FILE,
+    Commit,
+    LateRow,
+    SqliteLogReader,
+    SqliteState,
+    WindowRow,
+    now_ms,
+)
+from pulseboard.config import Config, MetricSpec
+from pulseboard.engine import Engine, Tick, WindowValue
+from pulseboard.events import decode_batch
+from pulseboard.reconcile import labels_key, reconcile, window_row
+
+log = logging.getLogger(__name__)
+
+WAKE = b"w"
+STOP = b"s"
+
+
+def current_payload(
+    spec: MetricSpec, values: list[WindowValue], stream_time_ms: int | None, as_of_ms: int
+) -> dict[str, Any]:
+    """The body of ``GET /v1/metrics/{name}`` (``stale`` is decided by whoever serves it)."""
+    return {
+        "metric": spec.name,
+        "agg": spec.agg,
+        "window_ms": spec.window_ms,
+        "every_ms": spec.every_ms,
+        "as_of": as_of_ms,
+        "stream_time": stream_time_ms,
+        "stale": False,
+        "values": [
+            {
+                "labels": v.labels,
+                "value": v.value,
+                "window_start": v.window_start_ms,
+                "window_end": v.window_end_ms,
+                "status": v.status,
+            }
+            for v in values
+        ],
+    }
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters the processor reports with every tick (cumulative since it started)."""
+
+    events: int = 0
+    batches: int = 0
+    late: int = 0
+    reconciled: int = 0
+    backlog_entries: int = 0
+    backlog_events: int = 0
+    lag_s: float = 0.0
+    tick_ms: float = 0.0
+    label_sets: dict[str, int] = field(default_factory=dict)
+
+
+class Processor:
+    """The processing loop over one data directory, usable in-process (tests) or in a child."""
+
+    def __init__(
+        self,
+        config: Config,
+        data_dir: Path,
+        *,
+        publish: Callable[[bytes], None] | None = None,
+        checkpoint_every_ms: int = 10_000,
+        max_read_events: int = 50_000,
+    ) -> None:
+        self.config = config
+        self.log = SqliteLogReader(data_dir / LOG_FILE)
+        self.state = SqliteState(data_dir / STATE_FILE)
+        self._publish = publish
+        self._checkpoint_every_ms = checkpoint_every_ms
+        self.max_read_events = max_read_events
+        saved = self.state.checkpoint()
+        if saved is None:
+            self.pos, self.engine = 0, Engine(config)
+        else:
+            self.pos, self.engine = saved[0], Engine.restore(config, saved[1])
+            log.info("restored the checkpoint at log position %d", self.pos)
+        self.stats = Stats()
+        self._checkpoint_ms = now_ms()
+        self._dirty = saved is None
+        self._last_received_ms: int | None = None
+        self._slide_step: dict[str, int] = {}
+        self._next_reconcile_ms = now_ms() + config.pipeline.reconcile_every_ms
+
+    def read(self) -> int:
+        """Process the next entries of the log; returns how many events they held."""
+        entries = self.log.read(self.pos, self.max_read_events)
+        events = 0
+        for entry in entries:
+            self.engine.process(decode_batch(entry.payload, self.config))
+            self.pos = entry.pos
+            events += entry.events
+            self._last_received_ms = entry.received_ms
+        if entries:
+            self.stats.events += events
+            self.stats.batches += len(entries)
+            self._dirty = True
+        return events
+
+    def drain(self) -> None:
+        """Read until the log is exhausted (tests and shutdown)."""
+        while self.read():
+            pass
+
+    def tick(self, *, drained: bool, checkpoint: bool = False) -> dict[str, Any]:
+        """Advance the engine and commit; returns the message published to the API."""
+        started = time.perf_counter()
+        now = now_ms()
+        tick = self.engine.advance(now if drained else None)
+        self.stats.late += len(tick.late)
+        changed = self._changed_metrics(tick)
+        current = {
+            name: current_payload(spec, self.engine.current(name), self.engine.stream_time_ms, now)
+            for name, spec in changed.items()
+        }
+        snapshot = None
+        if checkpoint or (self._dirty and now - self._checkpoint_ms >= self._checkpoint_every_ms):
+            snapshot = self.engine.snapshot()
+            self._checkpoint_ms, self._dirty = now, False
+        self.state.commit(
+            Commit(
+                pos=self.pos,
+                stream_time_ms=self.engine.stream_time_ms,
+                final=[self._row(v, "final") for v in tick.final],
+                late=[
+                    LateRow(
+                        e.metric,
+                        e.event_id,
+                        e.window_start_ms,
+                        e.window_end_ms,
+                        labels_key(e.labels),
+                        e.time_ms,
+                        e.value,
+                    )
+                    for e in tick.late
+                ],
+                hot={
+                    name: [self._row(v, "open") for v in self.engine.open_windows(name)]
+                    for name in changed
+                },
+                current={name: msgspec.json.encode(p) for name, p in current.items()},
+                snapshot=snapshot,
+            )
+        )
+        if snapshot is not None:
+            self._trim(now)
+        if now >= self._next_reconcile_ms:
+            self._next_reconcile_ms = now + self.config.pipeline.reconcile_every_ms
+            self.reconcile(now)
+        self._update_stats(now, started)
+        message = {
+            "pos": self.pos,
+            "stream_time_ms": self.engine.stream_time_ms,
+            "as_of": now,
+            "current": current,
+            "stats": _stats_dict(self.stats),
+        }
+        if self._publish is not None:
+            self._publish(msgspec.msgpack.encode(message))
+        return message
+
+    def reconcile(self, now: int | None = None) -> None:
+        """Apply pending late events to history now."""
+        result = reconcile(
+            self.config,
+            self.log,
+            self.state,
+            through_pos=self.pos,
+            stream_time_ms=self.engine.stream_time_ms,
+            now_ms=now or now_ms(),
+        )
+        self.stats.reconciled += result.events
+        if result.events:
+            log.info("reconciled %d late events into %d windows", result.events, result.windows)
+
+    def close(self) -> None:
+        """Drain the log, commit with a checkpoint, and close the files."""
+        self.drain()
+        self.tick(drained=True, checkpoint=True)
+        self.log.close()
+        self.state.close()
+
+    def _row(self, value: WindowValue, status: str) -> WindowRow:
+        return window_row(value, self.engine.aggregator(value.metric).dumps(value.state), status)
+
+    def _changed_metrics(self, tick: Tick) -> dict[str, MetricSpec]:
+        """Metrics whose stored open windows or current value may differ from the last tick:
+        those that took events, that closed windows, and sliding ones whose window moved."""
+        names = set(tick.updates) | {v.metric for v in tick.final}
+        stream = tick.stream_time_ms
+        for spec in self.config.metrics:
+            if spec.every_ms is not None and self.engine.stream_time_ms is not None:
+                step = stream // spec.every_ms
+                if self._slide_step.get(spec.name) != step:
+                    self._slide_step[spec.name] = step
+                    names.add(spec.name)
+        return {m.name: m for m in self.config.metrics if m.name in names}
+
+    def _trim(self, now: int) -> None:
+        retention = self.config.pipeline.retention
+        saved = self.state.checkpoint()
+        if saved is not None:
+            self.log.trim(now - retention.log_ms, saved[0])
+        self.state.trim(now - retention.history_ms, now - retention.log_ms)
+
+    def _update_stats(self, now: int, started: float) -> None:
+        stats = self.stats
+        stats.backlog_entries, stats.backlog_events = self.log.backlog(self.pos)
+        if stats.backlog_entries and self._last_received_ms is not None:
+            stats.lag_s = max(0.0, (now - self._last_received_ms) / 1000)
+        else:
+            stats.lag_s = 0.0
+        stats.tick_ms = (time.perf_counter() - started) * 1000
+        stats.label_sets = {m.name: self.engine.label_sets(m.name) for m in self.config.metrics}
+
+
+def _stats_dict(stats: Stats) -> dict[str, Any]:
+    out = dataclasses.asdict(stats)
+    out["rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+
+def run(processor: Processor, conn: Connection) -> None:
+    """Process until the API says stop or goes away, ticking every ``pipeline.tick``."""
+    tick_ms = processor.config.pipeline.tick_ms
+    next_tick = now_ms()
+    running = True
+    while running:
+        events = processor.read()
+        drained = events < processor.max_read_events
+        now = now_ms()
+        if now >= next_tick:
+            processor.tick(drained=drained)
+            next_tick = now + tick_ms
+        if drained:
+            running = _wait(conn, max(0.0, (next_tick - now_ms()) / 1000))
+        else:
+            running = _wait(conn, 0.0)
+    processor.close()
+
+
+def _wait(conn: Connection, timeout_s: float) -> bool:
+    """Wait for a wake-up or the timeout; False when the API asked to stop or is gone."""
+    try:
+        if not conn.poll(timeout_s):
+            return True
+        while conn.poll(0):
+            if conn.recv_bytes() == STOP:
+                return False
+    except (EOFError, OSError):
+        log.warning("the API process is gone; stopping")
+        return False
+    return True
+
+
+def main(config: Config, data_dir: str, conn: Connection, verbose: bool = False) -> None:
+    """Entry point of the processor process."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s processor: %(message)s",
+    )
+    # Ctrl-C reaches the whole process group; the API process decides when this one stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    processor = Processor(config, Path(data_dir), publish=conn.send_bytes)
+    log.info("processing %s from log position %d (pid %d)", data_dir, processor.pos, os.getpid())
+    run(processor, conn)

@@ -1,0 +1,135 @@
+"""Reconciliation: late events applied to history by recomputing their windows from the log.
+
+A window that received late events is recomputed from every logged event whose time falls in
+it, in log order, each event id counted once (its first arrival) and nothing treated as late.
+That is exactly the batch recomputation DESIGN.md promises, so a late duplicate of an event
+already counted changes nothing, and running reconciliation twice changes nothing more.
+
+Limits: the log keeps ``pipeline.retention.log`` (24 h by default) of events; a window whose
+events may have left the log is not recomputed, and its late events are marked applied without
+a revision (``Reconciled.expired`` counts them). A sliding metric's late event revises only the
+windows that are already final; windows still open never see it (see the engine's docs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import msgspec
+
+from pulseboard.adapters.sqlite import LateRow, SqliteLogReader, SqliteState, WindowRow
+from pulseboard.config import Config, MetricSpec
+from pulseboard.engine import Engine, WindowValue
+from pulseboard.events import decode_batch
+from pulseboard.windows import windows_containing
+
+log = logging.getLogger(__name__)
+
+# lateness of the recomputing engine: nothing is late for it
+_NEVER_LATE_MS = 100 * 365 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What one reconciliation did."""
+
+    events: int
+    """Late events applied."""
+    windows: int
+    """Windows (label sets included) written as revised."""
+    expired: int
+    """Late events whose windows were too old to recompute from the log."""
+
+
+def reconcile(
+    config: Config,
+    log_reader: SqliteLogReader,
+    state: SqliteState,
+    *,
+    through_pos: int,
+    stream_time_ms: int | None,
+    now_ms: int,
+) -> Reconciled:
+    """Recompute every final window that has pending late events, from log entries up to
+    ``through_pos``, and store the results as revised."""
+    pending = state.pending_late()
+    if not pending or stream_time_ms is None:
+        return Reconciled(0, 0, 0)
+    oldest = log_reader.oldest_received_ms()
+    # events of a window starting at s arrived at s - max_future or later; older entries
+    # may have been trimmed once the log holds entries received after the retention cut
+    complete_from = now_ms - config.pipeline.retention.log_ms + config.pipeline.max_future_ms
+    if oldest is not None and oldest + config.pipeline.retention.log_ms > now_ms:
+        complete_from = min(complete_from, oldest + config.pipeline.max_future_ms)
+    windows: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    applied: list[LateRow] = []
+    expired = 0
+    for row in pending:
+        spec = config.metric(row.metric)
+        if spec is None:
+            applied.append(row)  # the metric is gone from the config
+            continue
+        final = _final_windows(spec, row, stream_time_ms - config.pipeline.lateness_ms)
+        if any(start < complete_from for start, _ in final):
+            expired += 1
+            applied.append(row)
+            continue
+        windows[spec.name].update(final)
+        applied.append(row)
+    rows = _recompute(config, log_reader, windows, through_pos) if windows else []
+    state.revise(rows, applied)
+    if expired:
+        log.warning("%d late events were too old to reconcile from the log", expired)
+    return Reconciled(len(applied) - expired, len(rows), expired)
+
+
+def _final_windows(spec: MetricSpec, row: LateRow, final_through_ms: int) -> list[tuple[int, int]]:
+    return [
+        (start, end)
+        for start, end in windows_containing(row.time_ms, spec.window_ms, spec.every_ms)
+        if end <= final_through_ms
+    ]
+
+
+def _recompute(
+    config: Config,
+    log_reader: SqliteLogReader,
+    windows: dict[str, set[tuple[int, int]]],
+    through_pos: int,
+) -> list[WindowRow]:
+    specs = tuple(m for m in config.metrics if m.name in windows)
+    pipeline = dataclasses.replace(config.pipeline, lateness_ms=_NEVER_LATE_MS)
+    engine = Engine(dataclasses.replace(config, metrics=specs, pipeline=pipeline))
+    low = min(start for spans in windows.values() for start, _ in spans)
+    high = max(end for spans in windows.values() for _, end in spans)
+    for entry in log_reader.overlapping(low, high, through_pos):
+        engine.process(decode_batch(entry.payload, config))
+    rows: list[WindowRow] = []
+    for name, spans in windows.items():
+        dumps = engine.aggregator(name).dumps
+        for start, end in sorted(spans):
+            rows.extend(
+                window_row(v, dumps(v.state), "revised") for v in engine.window(name, start, end)
+            )
+    return rows
+
+
+def window_row(value: WindowValue, state: bytes, status: str) -> WindowRow:
+    """A window value as a stored row (labels as canonical JSON)."""
+    return WindowRow(
+        value.metric,
+        labels_key(value.labels),
+        value.window_start_ms,
+        value.window_end_ms,
+        value.value,
+        state,
+        status,
+    )
+
+
+def labels_key(labels: dict[str, object]) -> str:
+    """Labels as the JSON text stored with a window (keys in ``group_by`` order)."""
+    return msgspec.json.encode(labels).decode()

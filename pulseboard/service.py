@@ -1,0 +1,299 @@
+"""The API process's side of the pipeline: ingest into the log, the processor child, live values.
+
+``Service`` owns the log writer (group commit), supervises the processor process (restarting
+it if it dies), receives its per-tick messages, keeps each metric's current value encoded once,
+and fans changes out to live subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import time
+import zlib
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from pulseboard import processor
+from pulseboard.adapters.sqlite import (
+    LOG_FILE,
+    META_FILE,
+    STATE_FILE,
+    Append,
+    DeadLetter,
+    SqliteDeadLetters,
+    SqliteKeys,
+    SqliteLogWriter,
+    SqliteState,
+    StoreUnavailable,
+    now_ms,
+)
+from pulseboard.config import Config
+from pulseboard.errors import DecodeError, PulseboardError
+from pulseboard.events import Batch, EventDecoder, encode_batch
+from pulseboard.live import Hub
+
+log = logging.getLogger(__name__)
+
+MAX_ERRORS_LISTED = 100
+HEARTBEAT_S = 15.0
+
+
+class Overloaded(PulseboardError):
+    """Ingest cannot take writes now (503); ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TooLarge(PulseboardError):
+    """A request body over ``limits.max_request_bytes`` (413)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    rejected: int
+    errors: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Counters:
+    """What ingest counted since the process started (for ``/metrics``)."""
+
+    by_type: dict[tuple[str, str], int] = field(default_factory=dict)
+    dead_letters: int = 0
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing to inflate beyond ``limit`` bytes."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"the body is not valid gzip: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise TooLarge(f"the body inflates to more than {limit} bytes (limits.max_request_bytes)")
+    return out
+
+
+class Service:
+    """Everything behind the HTTP API of one process."""
+
+    def __init__(self, config: Config, data_dir: Path, *, verbose: bool = False) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.verbose = verbose
+        self.decoder = EventDecoder(config)
+        self.writer = SqliteLogWriter(data_dir / LOG_FILE)
+        self.state = SqliteState(data_dir / STATE_FILE, readonly=True)
+        self.dead_letters = SqliteDeadLetters(data_dir / LOG_FILE)
+        self.keys = SqliteKeys(data_dir / META_FILE)
+        self.hub = Hub()
+        self.counters = Counters()
+        self.current: dict[str, bytes] = self.state.current()
+        self.stats: dict[str, Any] = {}
+        self.processed_pos = 0
+        self._appended_at_tick = 0
+        self.last_tick_at = 0.0  # monotonic, 0 = none since start
+        self._conn: Connection | None = None
+        self._child: Any = None
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake_pending = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._start_processor()
+        self._tasks.append(asyncio.create_task(self._supervise()))
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+
+    async def stop(self) -> None:
+        """Stop taking events, let the processor drain and checkpoint, close the files."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        self.hub.close_all()
+        await asyncio.to_thread(self.writer.close)
+        await asyncio.to_thread(self._stop_processor)
+        self.state.close()
+        self.dead_letters.close()
+        self.keys.close()
+
+    def _start_processor(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._child = ctx.Process(
+            target=processor.main,
+            args=(self.config, str(self.data_dir), child, self.verbose),
+            name="pulseboard-processor",
+            daemon=True,
+        )
+        self._child.start()
+        child.close()
+        self._conn = parent
+        self.writer.on_commit = self._wake
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_message)
+
+    def _stop_processor(self) -> None:
+        conn, child = self._conn, self._child
+        if conn is None or child is None:
+            return
+        with contextlib.suppress(OSError):
+            conn.send_bytes(processor.STOP)
+        child.join(timeout=60)
+        if child.is_alive():
+            log.error("the processor did not stop within 60 s; killing it")
+            child.kill()
+            child.join()
+
+    async def _supervise(self) -> None:
+        """Restart the processor when it dies (it resumes from its checkpoint)."""
+        backoff = 1.0
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            if self._child is not None and not self._child.is_alive() and not self._stopping:
+                log.error(
+                    "the processor exited with code %s; restarting in %.0f s",
+                    self._child.exitcode,
+                    backoff,
+                )
+                self._detach()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                self._start_processor()
+            elif self.processor_alive():
+                backoff = 1.0
+
+    def _detach(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._conn.fileno())
+            self._conn.close()
+        self._conn = None
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            self.hub.broadcast(msgspec.json.encode({"heartbeat": now_ms()}).decode())
+
+    def _wake(self, _pos: int) -> None:
+        """After a log commit (writer thread): nudge the processor."""
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send_bytes(processor.WAKE)
+
+    def _on_message(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            self._detach()
+            return
+        message = msgspec.msgpack.decode(data)
+        self.processed_pos = message["pos"]
+        self.stats = message["stats"]
+        self._appended_at_tick = self.writer.appended_events
+        self.last_tick_at = time.monotonic()
+        for name, payload in message["current"].items():
+            body = msgspec.json.encode(payload)
+            self.current[name] = body
+            self.hub.publish(name, body.decode())
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def processor_alive(self) -> bool:
+        return self._child is not None and self._child.is_alive()
+
+    def stale(self) -> bool:
+        """True when the processor has not reported for several ticks."""
+        limit = 3 * self.config.pipeline.tick_ms / 1000 + 2.0
+        return self.last_tick_at == 0.0 or time.monotonic() - self.last_tick_at > limit
+
+    def backlog_events(self) -> int:
+        """Accepted events not yet processed: the processor's count at its last tick plus what
+        was appended since (an overestimate by at most one tick of appends)."""
+        since = self.writer.appended_events - self._appended_at_tick
+        return int(self.stats.get("backlog_events", 0)) + since
+
+    def current_body(self, name: str) -> bytes | None:
+        """The encoded current value of ``name``, marked stale when it is."""
+        body = self.current.get(name)
+        if body is None or not self.stale():
+            return body
+        payload = msgspec.json.decode(body)
+        payload["stale"] = True
+        return msgspec.json.encode(payload)
+
+    # --- ingest --------------------------------------------------------------------------------
+
+    async def ingest(self, body: bytes, *, ndjson: bool) -> IngestResult:
+        """Validate ``body`` and make its good events durable; raises ``DecodeError`` (400),
+        ``Overloaded`` (503, nothing accepted)."""
+        if self.writer.error is not None:
+            raise Overloaded(self.writer.error, 5)
+        if self.backlog_events() > self.config.limits.max_backlog_events:
+            raise Overloaded(
+                f"the processor is {self.backlog_events()} events behind "
+                f"(limits.max_backlog_events = {self.config.limits.max_backlog_events})",
+                2,
+            )
+        received = now_ms()
+        decode = self.decoder.decode_lines if ndjson else self.decoder.decode
+        batch = decode(body, received)
+        item = _append_item(batch, received)
+        try:
+            await self.writer.append(item)
+        except StoreUnavailable as exc:
+            raise Overloaded(str(exc), 5) from exc
+        self._count(batch)
+        errors = [
+            {"index": e.index, "id": e.id, "error": e.error}
+            for e in batch.errors[:MAX_ERRORS_LISTED]
+        ]
+        return IngestResult(batch.accepted, len(batch.errors), errors)
+
+    def _count(self, batch: Batch) -> None:
+        counts = self.counters.by_type
+        for name, tb in batch.types.items():
+            counts[name, "accepted"] = counts.get((name, "accepted"), 0) + len(tb)
+        for error in batch.errors:
+            key = (_type_of(error.raw, self.config), "rejected")
+            counts[key] = counts.get(key, 0) + 1
+        self.counters.dead_letters += len(batch.errors)
+
+
+def _append_item(batch: Batch, received: int) -> Append:
+    dead = [DeadLetter(received, e.index, e.id, e.error, e.raw) for e in batch.errors]
+    if not batch.accepted:
+        return Append(received, 0, 0, 0, None, dead)
+    times = [tb.time_ms for tb in batch.types.values() if len(tb)]
+    low = min(int(np.min(t)) for t in times)
+    high = max(int(np.max(t)) for t in times)
+    return Append(received, batch.accepted, low, high, encode_batch(batch), dead)
+
+
+class _TypeOnly(msgspec.Struct):
+    type: Any = None
+
+
+def _type_of(raw: bytes, config: Config) -> str:
+    """The ``type`` a rejected event claimed, for the ingest counters; types the config does
+    not know are pooled as ``(unknown)`` so a bad client cannot create label values."""
+    try:
+        value = msgspec.json.decode(raw, type=_TypeOnly).type
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        value = None
+    return value if isinstance(value, str) and value in config.events else "(unknown)"
