@@ -49,7 +49,8 @@ def _start_traffic(
         return None
     command = [sys.executable, "-m", "pulseboard.cli", "simulate", "--url", url]
     command += ["--rate", str(rate), "--duration", str(10 * 365 * 86_400)]
-    simulator = subprocess.Popen(command)
+    # its own session: Ctrl-C reaches the server, which stops the simulator first
+    simulator = subprocess.Popen(command, start_new_session=True)
     print(
         f"\n  Pulseboard demo is running: {url}\n"
         f"  metrics: {url}/v1/metrics   API reference: {url}/openapi.json\n"
@@ -69,9 +70,8 @@ def run_demo(*, host: str, port: int, data_dir: str | None, rate: float, verbose
         target=lambda: holder.append(_start_traffic(url, rate, stopped)), daemon=True
     )
     starter.start()
-    try:
-        code = serve(config, host=host, port=port, verbose=verbose)
-    finally:
+
+    def stop_traffic() -> None:
         stopped.set()
         starter.join(timeout=5)
         simulator = holder[0] if holder else None
@@ -82,4 +82,9 @@ def run_demo(*, host: str, port: int, data_dir: str | None, rate: float, verbose
                 simulator.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 simulator.kill()
-    return code
+                simulator.wait()
+
+    try:
+        return serve(config, host=host, port=port, verbose=verbose, before_shutdown=stop_traffic)
+    finally:
+        stop_traffic()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import logging
+import signal
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
 
 from pulseboard.api import create_app
-from pulseboard.config import Config, load_config
+from pulseboard.config import Config, load_config, mask_url
+from pulseboard.errors import ConfigError
 from pulseboard.service import Service
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,37 @@ def with_data_dir(config: Config, data_dir: str | None) -> Config:
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling ``before_shutdown`` (in a thread) while it still serves."""
+
+    def __init__(self, config: uvicorn.Config, before_shutdown: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._before_shutdown = before_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._before_shutdown is not None:
+            await asyncio.to_thread(self._before_shutdown)
+        await super().shutdown(sockets)
+
+
+_EMBEDDED = {"log": "sqlite", "hot": "memory", "history": "sqlite"}
+
+
+def check_storage(config: Config) -> None:
+    """Refuse store settings this version cannot run: the log and history must be durable
+    files, and the Redis and PostgreSQL adapters are not part of it yet."""
+    problems = []
+    for role, supported in _EMBEDDED.items():
+        value = getattr(config.storage, role)
+        if value != supported:
+            problems.append(
+                f"storage.{role}: {mask_url(value)!r} cannot be served by this version; "
+                f"use {supported!r} (the embedded store)"
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
 def serve(
     config: Config,
     *,
@@ -42,8 +78,13 @@ def serve(
     port: int,
     require_keys: bool = False,
     verbose: bool = False,
+    before_shutdown: Callable[[], None] | None = None,
 ) -> int:
-    """Run until SIGINT or SIGTERM; every acknowledged event is in the log by then."""
+    """Run until SIGINT or SIGTERM; every acknowledged event is in the log by then.
+
+    ``before_shutdown`` runs once a stop was asked for, before the server stops accepting
+    requests (the demo stops its simulator there, so it can deliver what it queued)."""
+    check_storage(config)
     data_dir = Path(config.storage.data_dir)
     required = require_keys or not is_loopback(host)
     service = Service(config, data_dir, verbose=verbose)
@@ -55,7 +96,7 @@ def serve(
         data_dir,
         "required" if required else "not required on loopback",
     )
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             host=host,
@@ -68,8 +109,13 @@ def serve(
             log_level="info",
             timeout_graceful_shutdown=5,
             ws_ping_interval=20,
-        )
+        ),
+        before_shutdown,
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
+    # handler it found; a quiet one makes a clean stop exit 0 rather than die by the signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     server.run()
     return 0 if server.started else 1
 

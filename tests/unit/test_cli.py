@@ -20,15 +20,6 @@ def test_check_valid_and_invalid(capsys: pytest.CaptureFixture[str]) -> None:
     assert "metrics[1].field: event 'order' has no field 'amout' (did you mean 'amount'?)" in err
 
 
-def test_demo_prints_closed_minutes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--events", "40000"]) == 0
-    out = capsys.readouterr().out
-    minutes = [line for line in out.splitlines() if " orders " in line]
-    assert len(minutes) >= 2
-    assert "done: events 40,000" in out
-    assert "duplicates dropped 0," not in out
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_engine_bench_reports_json(workers: int, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--events", "4000", "--workers", str(workers), "--repeat", "2", "--json"]
