@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ import httpx
 from tests.e2e.conftest import free_port
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -38,8 +39,10 @@ def test_demo_serves_simulated_traffic_and_stops_on_ctrl_c(tmp_path: Path) -> No
     url = f"http://127.0.0.1:{port}"
     data_dir = tmp_path / "demo-data"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pulseboard.cli", "demo", "--port", str(port)]
-        + ["--data-dir", str(data_dir), "--rate", "300"],
+        [
+            *(sys.executable, "-m", "pulseboard.cli", "demo", "--port", str(port)),
+            *("--data-dir", str(data_dir), "--rate", "300"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,

@@ -285,7 +285,8 @@ CASES: list[Any] = [
     # top level
     pytest.param(
         {"verbose": "true"},
-        "verbose: unknown key (expected one of: storage, pipeline, limits, events, metrics, dashboards)",
+        "verbose: unknown key (expected one of: "
+        "storage, pipeline, limits, events, metrics, dashboards)",
         id="unknown-top-level-key",
     ),
     pytest.param(
@@ -980,7 +981,8 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
         load_config(path)
 
     assert caught.value.problems == [
-        "common: unknown key (expected one of: storage, pipeline, limits, events, metrics, dashboards)"
+        "common: unknown key (expected one of: "
+        "storage, pipeline, limits, events, metrics, dashboards)"
     ]
 
 
