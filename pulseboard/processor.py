@@ -119,7 +119,7 @@ class Processor:
         self._checkpoint_ms = now_ms()
         self._dirty = saved is None
         self._last_received_ms: int | None = None
-        self._slide_step: dict[str, int] = {}
+        self._current_step: dict[str, int] = {}
         self._next_reconcile_ms = now_ms() + config.pipeline.reconcile_every_ms
 
     def read(self) -> int:
@@ -225,14 +225,14 @@ class Processor:
 
     def _changed_metrics(self, tick: Tick) -> dict[str, MetricSpec]:
         """Metrics whose stored open windows or current value may differ from the last tick:
-        those that took events, that closed windows, and sliding ones whose window moved."""
+        those that took events, that closed windows, and those whose current window moved
+        (a new tumbling window, or a sliding window one step on)."""
         names = set(tick.updates) | {v.metric for v in tick.final}
-        stream = tick.stream_time_ms
-        for spec in self.config.metrics:
-            if spec.every_ms is not None and self.engine.stream_time_ms is not None:
-                step = stream // spec.every_ms
-                if self._slide_step.get(spec.name) != step:
-                    self._slide_step[spec.name] = step
+        if self.engine.stream_time_ms is not None:
+            for spec in self.config.metrics:
+                step = tick.stream_time_ms // spec.bucket_ms
+                if self._current_step.get(spec.name) != step:
+                    self._current_step[spec.name] = step
                     names.add(spec.name)
         return {m.name: m for m in self.config.metrics if m.name in names}
 
