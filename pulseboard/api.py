@@ -158,7 +158,7 @@ class Api:
         body = msgspec.json.encode(result)
         if len(self._cache) > 1_000:
             self._cache.clear()
-        self._cache[key] = (now + self.max_age_s, body)
+        self._cache[key] = (now + self.service.config.pipeline.tick_ms / 1000, body)
         return _json(body, max_age_s=self.max_age_s)
 
     def _unknown_metric(self, name: str) -> Response:
@@ -196,7 +196,7 @@ class Api:
         try:
             self._authorize(ws, "read")
         except AuthError as exc:
-            await ws.close(code=4401 if exc.status == 401 else 4403, reason=str(exc)[:120])
+            await ws.send_denial_response(error(exc.status, str(exc)))
             return
         await ws.accept()
         hub = self.service.hub

@@ -300,7 +300,7 @@ class EventDecoder:
         except msgspec.ValidationError:
             return self._decode_one_by_one(self._split(body), now_ms)
         except msgspec.DecodeError as exc:
-            raise DecodeError(_describe_decode_error(exc)) from exc
+            raise DecodeError(_describe_decode_error(exc, body)) from exc
         return self._columns(events, None, [], len(events), now_ms)
 
     def decode_lines(self, body: bytes, now_ms: int) -> Batch:
@@ -314,7 +314,7 @@ class EventDecoder:
         except msgspec.ValidationError as exc:
             raise DecodeError(f"expected a JSON array of event objects: {exc}") from exc
         except msgspec.DecodeError as exc:
-            raise DecodeError(_describe_decode_error(exc)) from exc
+            raise DecodeError(_describe_decode_error(exc, body)) from exc
 
     def _decode_one_by_one(self, raws: Sequence[msgspec.Raw], now_ms: int) -> Batch:
         good: list[Any] = []
@@ -419,7 +419,7 @@ class EventDecoder:
         if time_ms < 0:
             message = "before 1970-01-01T00:00:00Z; expected a time from 1970 on"
         else:
-            ahead = format_duration_ms(time_ms - now_ms)
+            ahead = format_duration_ms(-((now_ms - time_ms) // 1000) * 1000)  # whole seconds
             limit = format_duration_ms(self._max_future_ms)
             message = f"{ahead} ahead of the server clock; at most {limit} is accepted (max_future)"
         raw = msgspec.json.encode(event)
@@ -432,6 +432,8 @@ def _to_ms(value: int | datetime) -> int:
     return value
 
 
-def _describe_decode_error(exc: msgspec.DecodeError) -> str:
+def _describe_decode_error(exc: msgspec.DecodeError, body: bytes) -> str:
     message = str(exc)
+    if "truncated" in message:
+        message = f"{message} (the body ends at byte {len(body)} before the JSON is complete)"
     return f"request body is not valid JSON: {message}"

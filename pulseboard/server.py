@@ -43,13 +43,21 @@ def with_data_dir(config: Config, data_dir: str | None) -> Config:
 class _Server(uvicorn.Server):
     """uvicorn's server, calling ``before_shutdown`` (in a thread) while it still serves."""
 
-    def __init__(self, config: uvicorn.Config, before_shutdown: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        service: Service,
+        before_shutdown: Callable[[], None] | None,
+    ) -> None:
         super().__init__(config)
+        self._service = service
         self._before_shutdown = before_shutdown
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._before_shutdown is not None:
             await asyncio.to_thread(self._before_shutdown)
+        # end live streams now, so the graceful shutdown does not wait for them to time out
+        self._service.hub.close_all()
         await super().shutdown(sockets)
 
 
@@ -110,6 +118,7 @@ def serve(
             timeout_graceful_shutdown=5,
             ws_ping_interval=20,
         ),
+        service,
         before_shutdown,
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
