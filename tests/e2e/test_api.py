@@ -362,10 +362,7 @@ def test_400_when_the_body_ends_early_names_the_position(shared: Server) -> None
     message = error_of(post(shared, body, headers={"content-type": "application/json"}), 400)
     assert message.startswith("request body is not valid JSON: ")
     # a truncated body is the commonest parse failure: the message must say where it broke
-    assert re.search(r"\b(byte|position|line)\b", message), (
-        f"BUG (pulseboard/events.py _describe_decode_error): the 400 for a truncated body "
-        f"gives no byte or line position: {message!r}"
-    )
+    assert message.endswith(f"(the body ends at byte {len(body)} before the JSON is complete)")
 
 
 def test_400_when_the_json_is_not_an_array(shared: Server) -> None:
@@ -522,11 +519,7 @@ def test_401_without_a_valid_key(keyed: tuple[Server, dict[str, str]]) -> None:
     # operations and the document stay open
     for path in ("/healthz", "/readyz", "/openapi.json"):
         assert get(server, path).status_code == 200
-    assert ws_refusal(ws_url(server)) in (401, 4401), (
-        "BUG (pulseboard/api.py live_ws): a WebSocket without a key is refused with HTTP 403 "
-        "(ws.close() before accept), so the client cannot tell it from a missing scope and "
-        "never sees the 4401 code or the message"
-    )
+    assert ws_refusal(ws_url(server)) == 401
 
 
 def test_403_for_a_key_without_the_scope(keyed: tuple[Server, dict[str, str]]) -> None:

@@ -64,7 +64,7 @@ def test_dead_letters_are_listed_and_replayed_after_the_config_is_fixed(
     letters = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [d["event_id"] for d in letters] == ["apac-1", "apac-2"]
     assert letters[0]["error"] == (
-        "events[1].data.region: invalid enum value 'apac' (expected one of: \"eu\", \"us\")"
+        'events[1].data.region: invalid enum value \'apac\' (expected one of: "eu", "us")'
     )
     assert json.loads(letters[0]["raw"])["data"]["region"] == "apac"
 
