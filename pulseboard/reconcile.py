@@ -7,8 +7,9 @@ already counted changes nothing, and running reconciliation twice changes nothin
 
 Limits: the log keeps ``pipeline.retention.log`` (24 h by default) of events; a window whose
 events may have left the log is not recomputed, and its late events are marked applied without
-a revision (``Reconciled.expired`` counts them). A sliding metric's late event revises only the
-windows that are already final; windows still open never see it (see the engine's docs).
+a revision (``Reconciled.expired`` counts them). A sliding metric's late event is left out of the
+windows still open when it arrives (see the engine's docs); it stays pending, and each run
+revises the windows holding it that have become final since, until all of them are.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import msgspec
 
 from pulseboard.adapters.sqlite import LateRow, SqliteLogReader, SqliteState, WindowRow
-from pulseboard.config import Config, MetricSpec
+from pulseboard.config import Config
 from pulseboard.engine import Engine, WindowValue
 from pulseboard.events import decode_batch
 from pulseboard.windows import windows_containing
@@ -58,40 +59,34 @@ def reconcile(
     pending = state.pending_late()
     if not pending or stream_time_ms is None:
         return Reconciled(0, 0, 0)
-    oldest = log_reader.oldest_received_ms()
-    # events of a window starting at s arrived at s - max_future or later; older entries
-    # may have been trimmed once the log holds entries received after the retention cut
+    # events of a window starting at s arrived at s - max_future or later, and the log keeps
+    # what arrived within retention.log: windows starting before this may have lost events
     complete_from = now_ms - config.pipeline.retention.log_ms + config.pipeline.max_future_ms
-    if oldest is not None and oldest + config.pipeline.retention.log_ms > now_ms:
-        complete_from = min(complete_from, oldest + config.pipeline.max_future_ms)
     windows: dict[str, set[tuple[int, int]]] = defaultdict(set)
     applied: list[LateRow] = []
     expired = 0
+    final_through = stream_time_ms - config.pipeline.lateness_ms
     for row in pending:
         spec = config.metric(row.metric)
         if spec is None:
             applied.append(row)  # the metric is gone from the config
             continue
-        final = _final_windows(spec, row, stream_time_ms - config.pipeline.lateness_ms)
-        if any(start < complete_from for start, _ in final):
+        holding = windows_containing(row.time_ms, spec.window_ms, spec.every_ms)
+        if holding[0][0] < complete_from:
             expired += 1
             applied.append(row)
             continue
+        final = [(start, end) for start, end in holding if end <= final_through]
         windows[spec.name].update(final)
-        applied.append(row)
+        # a sliding window that holds the event and is still open gets it at a later run
+        if len(final) == len(holding):
+            applied.append(row)
+    windows = {name: spans for name, spans in windows.items() if spans}
     rows = _recompute(config, log_reader, windows, through_pos) if windows else []
     state.revise(rows, applied)
     if expired:
         log.warning("%d late events were too old to reconcile from the log", expired)
     return Reconciled(len(applied) - expired, len(rows), expired)
-
-
-def _final_windows(spec: MetricSpec, row: LateRow, final_through_ms: int) -> list[tuple[int, int]]:
-    return [
-        (start, end)
-        for start, end in windows_containing(row.time_ms, spec.window_ms, spec.every_ms)
-        if end <= final_through_ms
-    ]
 
 
 def _recompute(

@@ -334,11 +334,6 @@ class SqliteLogReader:
         for pos, received, events, payload in cursor:
             yield LogEntry(pos, received, events, payload)
 
-    def oldest_received_ms(self) -> int | None:
-        """When the oldest entry still kept was appended."""
-        row = self._conn.execute("SELECT MIN(received_ms) FROM log").fetchone()
-        return None if row[0] is None else int(row[0])
-
     def trim(self, before_ms: int, through: int) -> int:
         """Delete entries appended before ``before_ms`` and at or before position ``through``
         (so nothing the processor still needs goes); returns how many went."""

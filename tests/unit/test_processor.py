@@ -150,3 +150,28 @@ def test_reconciliation_revises_with_late_events_once_and_ignores_late_duplicate
     again.tick(drained=False)
     assert series(tmp_path, config, "revenue")[0][1][0] == (0, 70.0, "revised")
     again.close()
+
+
+def test_a_late_event_reaches_every_sliding_window_that_holds_it_as_each_becomes_final(
+    tmp_path: Path, config: Config
+) -> None:
+    append(tmp_path, config, [order(1, T0 + 1_000), order(2, T0 + 2_000), order(3, T0 + 13_000)])
+    p = Processor(config, tmp_path)
+    p.drain()
+    p.tick(drained=False)
+    append(tmp_path, config, [order(4, T0 + 3_000)])  # late: [-10 s, 10 s) is final
+    p.drain()
+    p.tick(drained=False)
+    p.reconcile()
+    state = SqliteState(tmp_path / STATE_FILE, readonly=True)
+    # late for all three metrics; for orders_20s, [0, 20 s) is still open: it stays pending
+    assert state.late_counts() == (3, 1)
+    append(tmp_path, config, [order(5, T0 + 25_000)])  # closes [0, 20 s) without the event
+    p.drain()
+    p.tick(drained=False)
+    assert series(tmp_path, config, "orders_20s")[0][1][0] == (0, 3, "final")
+    p.reconcile()
+    assert series(tmp_path, config, "orders_20s")[0][1][0] == (0, 4, "revised")
+    assert state.late_counts() == (3, 0)
+    state.close()
+    p.close()
