@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -303,10 +304,51 @@ class EventDecoder:
             raise DecodeError(_describe_decode_error(exc, body)) from exc
         return self._columns(events, None, [], len(events), now_ms)
 
+    def check(self, body: bytes, now_ms: int, *, lines: bool = False) -> Checked:
+        """Validate a JSON array (or NDJSON with ``lines``) like ``decode``, without building
+        columns: the accepted events come back as one JSON array, the body itself when every
+        event is good. ``decode(payload, now_ms)`` of that array accepts every event again, so
+        the log can keep it and the processor build the columns."""
+        if lines:
+            return self._check_raws(_lines(body), now_ms)
+        try:
+            events = self._many.decode(body)
+        except msgspec.ValidationError:
+            return self._check_raws(self._split(body), now_ms)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(_describe_decode_error(exc, body)) from exc
+        if not events:
+            return Checked(None, {}, [], 0, 0, 0)
+        times = _times(events)
+        if bool(((times > now_ms + self._max_future_ms) | (times < 0)).any()):
+            return self._check_raws(self._split(body), now_ms)
+        counts = Counter(self._spec_of[cls].name for cls in map(type, events))
+        return Checked(body, dict(counts), [], len(events), int(times.min()), int(times.max()))
+
+    def _check_raws(self, raws: Sequence[msgspec.Raw], now_ms: int) -> Checked:
+        good: list[bytes] = []
+        counts: Counter[str] = Counter()
+        errors: list[EventError] = []
+        low, high = MAX_TIME_MS, 0
+        for index, raw in enumerate(raws):
+            try:
+                event = self._one.decode(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                errors.append(self._event_error(index, raw, exc))
+                continue
+            time_ms = _to_ms(event.time)
+            if time_ms > now_ms + self._max_future_ms or time_ms < 0:
+                errors.append(self._time_error(event, index, time_ms, now_ms))
+                continue
+            good.append(bytes(raw))
+            counts[self._spec_of[type(event)].name] += 1
+            low, high = min(low, time_ms), max(high, time_ms)
+        payload = b"[" + b",".join(good) + b"]" if good else None
+        return Checked(payload, dict(counts), errors, len(raws), low, high)
+
     def decode_lines(self, body: bytes, now_ms: int) -> Batch:
         """Decode NDJSON (one event per line; blank lines are skipped)."""
-        lines = [line for line in body.split(b"\n") if line.strip()]
-        return self._decode_one_by_one([msgspec.Raw(line) for line in lines], now_ms)
+        return self._decode_one_by_one(_lines(body), now_ms)
 
     def _split(self, body: bytes) -> list[msgspec.Raw]:
         try:
@@ -377,10 +419,7 @@ class EventDecoder:
         if n == 0:
             return Batch({}, errors, received)
         index = np.arange(n, dtype=np.int64) if positions is None else np.array(positions, np.int64)
-        try:
-            time_ms = np.fromiter(map(_TIME, events), np.int64, n)
-        except TypeError:  # some times are RFC 3339 strings
-            time_ms = np.array([_to_ms(t) for t in map(_TIME, events)], dtype=np.int64)
+        time_ms = _times(events)
         outside = (time_ms > now_ms + self._max_future_ms) | (time_ms < 0)
         if outside.any():
             errors.extend(
@@ -424,6 +463,35 @@ class EventDecoder:
             message = f"{ahead} ahead of the server clock; at most {limit} is accepted (max_future)"
         raw = msgspec.json.encode(event)
         return EventError(index, event.id, f"events[{index}].time: {message}", raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What ``EventDecoder.check`` found in a request body."""
+
+    payload: bytes | None
+    """The accepted events as a JSON array, in request order (None when there are none)."""
+    counts: dict[str, int]
+    """Accepted events by type."""
+    errors: list[EventError]
+    received: int
+    min_time_ms: int
+    max_time_ms: int
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.counts.values())
+
+
+def _lines(body: bytes) -> list[msgspec.Raw]:
+    return [msgspec.Raw(line) for line in body.split(b"\n") if line.strip()]
+
+
+def _times(events: list[Any]) -> npt.NDArray[np.int64]:
+    try:
+        return np.fromiter(map(_TIME, events), np.int64, len(events))
+    except TypeError:  # some times are RFC 3339 strings
+        return np.array([_to_ms(t) for t in map(_TIME, events)], dtype=np.int64)
 
 
 def _to_ms(value: int | datetime) -> int:

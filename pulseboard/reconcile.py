@@ -24,7 +24,7 @@ import msgspec
 from pulseboard.adapters.sqlite import LateRow, SqliteLogReader, SqliteState, WindowRow
 from pulseboard.config import Config
 from pulseboard.engine import Engine, WindowValue
-from pulseboard.events import decode_batch
+from pulseboard.events import EventDecoder
 from pulseboard.windows import windows_containing
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,9 @@ def _recompute(
     engine = Engine(dataclasses.replace(config, metrics=specs, pipeline=pipeline))
     low = min(start for spans in windows.values() for start, _ in spans)
     high = max(end for spans in windows.values() for _, end in spans)
+    decoder = EventDecoder(config)
     for entry in log_reader.overlapping(low, high, through_pos):
-        engine.process(decode_batch(entry.payload, config))
+        engine.process(decoder.decode(entry.payload, entry.received_ms))
     rows: list[WindowRow] = []
     for name, spans in windows.items():
         dumps = engine.aggregator(name).dumps

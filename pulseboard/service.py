@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from pulseboard import processor
 from pulseboard.adapters.sqlite import (
@@ -37,7 +36,7 @@ from pulseboard.adapters.sqlite import (
 )
 from pulseboard.config import Config
 from pulseboard.errors import DecodeError, PulseboardError
-from pulseboard.events import Batch, EventDecoder, encode_batch
+from pulseboard.events import Checked, EventDecoder
 from pulseboard.live import Hub
 
 log = logging.getLogger(__name__)
@@ -251,38 +250,40 @@ class Service:
                 2,
             )
         received = now_ms()
-        decode = self.decoder.decode_lines if ndjson else self.decoder.decode
-        batch = decode(body, received)
-        item = _append_item(batch, received)
+        checked = self.decoder.check(body, received, lines=ndjson)
         try:
-            await self.writer.append(item)
+            await self.writer.append(append_item(checked, received))
         except StoreUnavailable as exc:
             raise Overloaded(str(exc), 5) from exc
-        self._count(batch)
+        self._count(checked)
         errors = [
             {"index": e.index, "id": e.id, "error": e.error}
-            for e in batch.errors[:MAX_ERRORS_LISTED]
+            for e in checked.errors[:MAX_ERRORS_LISTED]
         ]
-        return IngestResult(batch.accepted, len(batch.errors), errors)
+        return IngestResult(checked.accepted, len(checked.errors), errors)
 
-    def _count(self, batch: Batch) -> None:
+    def _count(self, checked: Checked) -> None:
         counts = self.counters.by_type
-        for name, tb in batch.types.items():
-            counts[name, "accepted"] = counts.get((name, "accepted"), 0) + len(tb)
-        for error in batch.errors:
+        for name, count in checked.counts.items():
+            counts[name, "accepted"] = counts.get((name, "accepted"), 0) + count
+        for error in checked.errors:
             key = (_type_of(error.raw, self.config), "rejected")
             counts[key] = counts.get(key, 0) + 1
-        self.counters.dead_letters += len(batch.errors)
+        self.counters.dead_letters += len(checked.errors)
 
 
-def _append_item(batch: Batch, received: int) -> Append:
-    dead = [DeadLetter(received, e.index, e.id, e.error, e.raw) for e in batch.errors]
-    if not batch.accepted:
-        return Append(received, 0, 0, 0, None, dead)
-    times = [tb.time_ms for tb in batch.types.values() if len(tb)]
-    low = min(int(np.min(t)) for t in times)
-    high = max(int(np.max(t)) for t in times)
-    return Append(received, batch.accepted, low, high, encode_batch(batch), dead)
+def append_item(checked: Checked, received_ms: int) -> Append:
+    """What the log keeps of one checked request: the accepted events as JSON (the processor
+    decodes them again with the same clock, ``received_ms``) and the rejected ones."""
+    dead = [DeadLetter(received_ms, e.index, e.id, e.error, e.raw) for e in checked.errors]
+    return Append(
+        received_ms,
+        checked.accepted,
+        checked.min_time_ms,
+        checked.max_time_ms,
+        checked.payload,
+        dead,
+    )
 
 
 class _TypeOnly(msgspec.Struct):

@@ -1,9 +1,10 @@
 """The embedded adapters: the event log, dead letters, history, hot windows and API keys in SQLite.
 
-Three files under the data directory, each with one writing process, so writers never wait on
-each other: ``log.db`` (the API process appends accepted batches and dead letters),
-``state.db`` (the processor commits its position, checkpoints, history, open windows and late
-events) and ``meta.db`` (API keys). Every file is in WAL mode, so readers never block the writer.
+Four files under the data directory, each with one writer, so writers never wait on each
+other: ``log.db`` (the API process appends accepted batches and dead letters), ``state.db``
+(the processor commits its position, history, open windows and late events),
+``checkpoint.db`` (the processor's engine snapshots, written on a thread of their own) and
+``meta.db`` (API keys). Every file is in WAL mode, so readers never block the writer.
 All table names of the embedded deployment are in this module.
 """
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 LOG_FILE = "log.db"
 STATE_FILE = "state.db"
 META_FILE = "meta.db"
+CHECKPOINT_FILE = "checkpoint.db"
 
 _LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -57,12 +59,6 @@ CREATE TABLE IF NOT EXISTS progress (
     pos INTEGER NOT NULL,
     stream_time_ms INTEGER,
     committed_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoint (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    pos INTEGER NOT NULL,
-    snapshot BLOB NOT NULL,
-    saved_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS history (
     metric TEXT NOT NULL,
@@ -101,6 +97,15 @@ CREATE TABLE IF NOT EXISTS late (
     PRIMARY KEY (metric, event_id, window_start)
 );
 CREATE INDEX IF NOT EXISTS late_pending ON late (applied_ms, metric);
+"""
+
+_CHECKPOINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pos INTEGER NOT NULL,
+    snapshot BLOB NOT NULL,
+    saved_ms INTEGER NOT NULL
+);
 """
 
 _META_SCHEMA = """
@@ -421,12 +426,10 @@ class Commit:
     hot: dict[str, list[WindowRow]]
     """Every open window of each listed metric (replacing what was stored for it)."""
     current: dict[str, bytes]
-    snapshot: bytes | None = None
-    """An engine checkpoint at ``pos``, when one is due."""
 
 
 class SqliteState:
-    """``state.db``: the processor's position, checkpoints, history, open windows, late events.
+    """``state.db``: the processor's position, history, open windows, late events.
 
     The processor is its only writer; the API and the CLI read it (and ``reconcile`` writes
     revised windows when run by hand, waiting for the file lock like any writer).
@@ -440,11 +443,6 @@ class SqliteState:
 
     def close(self) -> None:
         self._conn.close()
-
-    def checkpoint(self) -> tuple[int, bytes] | None:
-        """The last checkpoint: (log position, engine snapshot)."""
-        row = self._conn.execute("SELECT pos, snapshot FROM checkpoint WHERE id = 1").fetchone()
-        return None if row is None else (int(row[0]), bytes(row[1]))
 
     def progress(self) -> tuple[int, int | None, int] | None:
         """(position, stream time, committed at) of the last commit."""
@@ -464,12 +462,6 @@ class SqliteState:
                 "VALUES (1, ?, ?, ?)",
                 (c.pos, c.stream_time_ms, stamp),
             )
-            if c.snapshot is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO checkpoint (id, pos, snapshot, saved_ms) "
-                    "VALUES (1, ?, ?, ?)",
-                    (c.pos, c.snapshot, stamp),
-                )
             conn.executemany(
                 "INSERT INTO history (metric, window_start, labels, window_end, value, state, "
                 "status, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'final', ?) "
@@ -582,6 +574,30 @@ class SqliteState:
                 "DELETE FROM late WHERE applied_ms IS NOT NULL AND noted_ms < ?",
                 (late_before_ms,),
             )
+
+
+class SqliteCheckpoints:
+    """``checkpoint.db``: the processor's last engine snapshot and the log position it
+    belongs to. A file of its own, so writing a large snapshot never holds up a tick's commit."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, _CHECKPOINT_SCHEMA)
+
+    def load(self) -> tuple[int, bytes] | None:
+        """The last checkpoint: (log position, engine snapshot)."""
+        row = self._conn.execute("SELECT pos, snapshot FROM checkpoint WHERE id = 1").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def save(self, pos: int, snapshot: bytes) -> None:
+        with transaction(self._conn) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO checkpoint (id, pos, snapshot, saved_ms) "
+                "VALUES (1, ?, ?, ?)",
+                (pos, snapshot, now_ms()),
+            )
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _history_params(r: WindowRow, stamp: int) -> tuple[Any, ...]:

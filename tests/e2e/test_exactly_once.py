@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import yaml
 
-from pulseboard.adapters.sqlite import STATE_FILE
+from pulseboard.adapters.sqlite import CHECKPOINT_FILE
 from tests.e2e.conftest import Server
 from tests.e2e.oracle import (
     LabelsKey,
@@ -590,7 +590,7 @@ def crash_totals(server: Server, from_ms: int) -> tuple[int, float, list[str]]:
 
 def checkpoint_pos(server: Server) -> int:
     """The log position of the processor's last checkpoint (0 when there is none)."""
-    path = server.data_dir / STATE_FILE
+    path = server.data_dir / CHECKPOINT_FILE
     if not path.exists():
         return 0
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)

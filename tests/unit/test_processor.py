@@ -14,7 +14,7 @@ from pulseboard.config import Config
 from pulseboard.events import EventDecoder
 from pulseboard.processor import Processor
 from pulseboard.series import aggregator_for, read_series, request
-from pulseboard.service import _append_item
+from pulseboard.service import append_item
 from tests.conftest import make_config
 
 CONFIG = """
@@ -50,8 +50,8 @@ def append(data_dir: Path, config: Config, *bodies: list[dict[str, Any]]) -> Non
         writer = SqliteLogWriter(data_dir / LOG_FILE)
         try:
             for body in bodies:
-                batch = decoder.decode(msgspec.json.encode(body), T0 + 10**9)
-                await writer.append(_append_item(batch, T0))
+                checked = decoder.check(msgspec.json.encode(body), T0 + 10**9)
+                await writer.append(append_item(checked, T0 + 10**9))
         finally:
             writer.close()
 
