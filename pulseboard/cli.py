@@ -107,6 +107,13 @@ def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="engine: 1 decodes and aggregates in one process, 2 in two",
     )
     bench.add_argument("--repeat", type=_positive, default=3, help="rounds to take the best of")
+    bench.add_argument("--producers", type=_positive, default=4, help="pipeline: producers")
+    bench.add_argument(
+        "--rate", type=_positive, default=50_000, help="pipeline: events/s of the freshness phase"
+    )
+    bench.add_argument(
+        "--duration", type=_positive, default=20, help="pipeline: seconds of the freshness phase"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -188,7 +195,14 @@ def _bench(args: argparse.Namespace) -> int:
     if args.name == "pipeline":
         from pulseboard.benchmarks.pipeline import run_pipeline_bench
 
-        return run_pipeline_bench(events=args.events, as_json=args.json, out=sys.stdout)
+        return run_pipeline_bench(
+            events=args.events,
+            as_json=args.json,
+            out=sys.stdout,
+            producers=args.producers,
+            freshness_rate=args.rate,
+            freshness_s=args.duration,
+        )
     from pulseboard.benchmarks.engine import run_engine_bench
 
     return run_engine_bench(

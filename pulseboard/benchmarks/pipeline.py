@@ -19,6 +19,9 @@ Bodies are encoded before the clock starts; a producer only writes the current t
 each body before posting it (one ``bytes.replace``), so every event is on time and producers
 take little CPU from the server they share the machine with. Event ids are unique.
 
+The server process, the live client and the producer processes are in
+:mod:`pulseboard.benchmarks.harness`; this module holds the workload, the phases and the report.
+
 The baseline is plain msgspec JSON decoding of the same bytes in this process, measured before
 the server starts and again after it stops; the report gives the better of the two (the one
 least disturbed by other tenants of a shared machine) and the ratio to it.
@@ -26,23 +29,13 @@ least disturbed by other tenants of a shared machine) and the ratio to it.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import math
-import multiprocessing
 import os
 import platform
-import queue
 import random
-import resource
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,8 +45,8 @@ from typing import Any, TextIO
 import msgspec
 import numpy as np
 
+from pulseboard.benchmarks.harness import BenchError, BenchServer, Crew, LiveWatcher, ProducerSpec
 from pulseboard.benchmarks.workload import make_event
-from pulseboard.errors import PulseboardError
 
 BATCH_EVENTS = 1_000
 """Events per request: 999 shop events and one probe."""
@@ -73,10 +66,6 @@ _BATCH_TOKEN = b"#######"
 _TIME_TOKEN = b'"time":8888888888888'
 _SEQ_TOKEN = b'"seq":7777777'
 _PROCESSED = "pulseboard_events_processed_total"
-
-
-class BenchError(PulseboardError):
-    """The benchmark could not run to the end; the message says what broke."""
 
 
 # --- bodies ---------------------------------------------------------------------------------
@@ -112,6 +101,13 @@ def stamp(body: bytes, time_ms: int) -> bytes:
     return body.replace(_TIME_TOKEN, b'"time":%d' % time_ms)
 
 
+def producer_bodies(label: str, batches: int, seed: int) -> list[bytes]:
+    """The bodies of a producer's batches 1..``batches``, cycling through ``TEMPLATES``
+    templates; run in the producer process (see ``ProducerSpec``)."""
+    templates = make_templates(label, TEMPLATES, seed)
+    return [batch_body(templates[k % TEMPLATES], k) for k in range(1, batches + 1)]
+
+
 def decode_baseline(bodies: Sequence[bytes], passes: int = 3) -> float:
     """Events/s of plain msgspec decoding of ``bodies`` into Python objects (best pass)."""
     decoder = msgspec.json.Decoder()
@@ -122,344 +118,6 @@ def decode_baseline(bodies: Sequence[bytes], passes: int = 3) -> float:
             decoder.decode(body)
         best = min(best, time.perf_counter() - start)
     return len(bodies) * BATCH_EVENTS / best
-
-
-# --- producers ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerSpec:
-    """What one producer process sends: batches 1..``batches`` labelled ``label``; with
-    ``batches_per_s`` (all producers together) it keeps to a schedule, else it goes flat out."""
-
-    label: str
-    index: int
-    producers: int
-    batches: int
-    host: str
-    port: int
-    batches_per_s: float | None = None
-    seed: int = 0
-
-
-class _Poster:
-    """One keep-alive HTTP/1.1 connection posting bodies to ``/v1/events``."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._conn = http.client.HTTPConnection(host, port, timeout=120)
-        self.unavailable = 0
-
-    def post(self, body: bytes) -> int:
-        """Post until accepted (503s are retried after Retry-After); returns events accepted
-        (the body is re-stamped with the current time before each attempt)."""
-        while True:
-            self._conn.request(
-                "POST",
-                "/v1/events",
-                body=stamp(body, time.time_ns() // 1_000_000),
-                headers={"Content-Type": "application/json"},
-            )
-            response = self._conn.getresponse()
-            data = response.read()
-            if response.status == 202:
-                return int(msgspec.json.decode(data)["accepted"])
-            if response.status != 503:
-                raise RuntimeError(f"POST /v1/events answered {response.status}: {data[:300]!r}")
-            self.unavailable += 1
-            time.sleep(float(response.getheader("Retry-After") or "1"))
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def _produce(spec: ProducerSpec, start: Any, t0: Any, results: Any) -> None:
-    """A producer process: encode the bodies, report ready, wait for the start, post them."""
-    try:
-        templates = make_templates(spec.label, TEMPLATES, spec.seed)
-        bodies = [batch_body(templates[k % TEMPLATES], k) for k in range(1, spec.batches + 1)]
-        poster = _Poster(spec.host, spec.port)
-        results.put(("ready", spec.label, None))
-        start.wait()
-        cpu0 = _self_cpu_s()
-        acks: list[tuple[int, float]] = []
-        posts: list[float] = []
-        accepted = 0
-        first = time.monotonic()
-        for k, body in enumerate(bodies, start=1):
-            if spec.batches_per_s is not None:
-                due = t0.value + ((k - 1) * spec.producers + spec.index) / spec.batches_per_s
-                time.sleep(max(0.0, due - time.monotonic()))
-            sent = time.monotonic()
-            accepted += poster.post(body)
-            acked = time.monotonic()
-            acks.append((k, acked))
-            posts.append(acked - sent)
-        poster.close()
-        outcome = {
-            "label": spec.label,
-            "batches": spec.batches,
-            "accepted": accepted,
-            "unavailable": poster.unavailable,
-            "first_post": first,
-            "last_ack": acks[-1][1] if acks else first,
-            "acks": acks,
-            "post_s": posts,
-            "cpu_s": _self_cpu_s() - cpu0,
-        }
-        results.put(("done", spec.label, outcome))
-    except Exception as exc:  # reported to the parent, which stops the run
-        results.put(("error", spec.label, f"{type(exc).__name__}: {exc}"))
-
-
-def _self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class _Crew:
-    """Producer processes, started together, released at once, their outcomes collected."""
-
-    def __init__(self, specs: list[ProducerSpec]) -> None:
-        self.specs = specs
-        self.context = multiprocessing.get_context("spawn")
-        self.processes: list[Any] = []
-        self.outcomes: list[dict[str, Any]] = []
-        self.start_event = self.context.Event()
-        self.t0 = self.context.Value("d", 0.0)
-        self.results = self.context.Queue()
-
-    def prepare(self, timeout_s: float = 300.0) -> None:
-        """Start the processes and wait until each has encoded its bodies."""
-        for spec in self.specs:
-            process = self.context.Process(
-                target=_produce,
-                args=(spec, self.start_event, self.t0, self.results),
-                name=f"bench-producer-{spec.label}",
-                daemon=True,
-            )
-            process.start()
-            self.processes.append(process)
-        ready = 0
-        deadline = time.monotonic() + timeout_s
-        while ready < len(self.specs):
-            if time.monotonic() > deadline:
-                raise BenchError(f"the producers were not ready within {timeout_s:.0f} s")
-            ready += self.collect(0.5).count("ready")
-
-    def go(self, lead_s: float = 0.0) -> float:
-        """Release the producers; returns the start time (monotonic)."""
-        self.t0.value = time.monotonic() + lead_s
-        self.start_event.set()
-        return float(self.t0.value)
-
-    @property
-    def done(self) -> bool:
-        return len(self.outcomes) == len(self.specs)
-
-    def collect(self, timeout_s: float) -> list[str]:
-        """Take the messages that arrive within ``timeout_s``; returns their kinds."""
-        kinds = []
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                kind, label, payload = self.results.get(
-                    timeout=max(0.001, deadline - time.monotonic())
-                )
-            except queue.Empty:
-                break
-            if kind == "error":
-                raise BenchError(f"producer {label} failed: {payload}")
-            if kind == "done":
-                self.outcomes.append(payload)
-            kinds.append(kind)
-        if not kinds and any(p.exitcode not in (None, 0) for p in self.processes):
-            raise BenchError("a producer process died")
-        return kinds
-
-    def close(self) -> None:
-        for process in self.processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
-
-
-# --- the server -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class BenchServer:
-    """``pulseboard serve`` in its own process group on a throwaway data dir."""
-
-    def __init__(self, config_path: Path, workdir: Path) -> None:
-        self.host = "127.0.0.1"
-        self.port = free_port()
-        self.url = f"http://{self.host}:{self.port}"
-        self.log_path = workdir / "server.log"
-        command = [sys.executable, "-m", "pulseboard.cli", "serve", "--port", str(self.port)]
-        command += ["--config", str(config_path), "--data-dir", str(workdir / "data")]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"the server exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise BenchError(f"the server was not ready within {timeout_s:.0f} s:\n{self.logs()}")
-
-    def telemetry(self) -> dict[str, float]:
-        """``/metrics`` as {sample name with labels: value}."""
-        status, body = self.get("/metrics")
-        if status != 200:
-            raise BenchError(f"GET /metrics answered {status}")
-        out = {}
-        for line in body.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
-
-    def cpu_s(self) -> dict[str, float]:
-        """CPU seconds used so far by the API process and by its children (the processor)."""
-        children = _children(self.proc.pid)
-        return {
-            "api": _proc_cpu_s(self.proc.pid),
-            "processor": sum(_proc_cpu_s(pid) for pid in children),
-        }
-
-    def stop(self) -> None:
-        """SIGTERM to the group, then SIGKILL if it does not stop within 60 s."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the processor child, same group
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def logs(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return "(no log)"
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """utime + stime of ``pid`` from /proc (0 where /proc is not available)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry.parent.name))
-    return out
-
-
-# --- the live client ------------------------------------------------------------------------
-
-
-class LiveWatcher:
-    """A WebSocket client on ``/v1/live`` recording every pushed value of the freshness metric
-    as (monotonic time, producer, value)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.replace("http://", "ws://") + "/v1/live"
-        self.seen: list[tuple[float, str, float]] = []
-        self.messages = 0
-        self.error: str | None = None
-        self._stop = threading.Event()
-        self._subscribed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-live", daemon=True)
-
-    def __enter__(self) -> LiveWatcher:
-        self._thread.start()
-        if not self._subscribed.wait(30):
-            raise BenchError(f"could not subscribe on {self.url}: {self.error}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def latest(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for _, producer, value in list(self.seen):
-            out[producer] = max(out.get(producer, -math.inf), value)
-        return out
-
-    def _run(self) -> None:
-        from websockets.sync.client import connect
-
-        try:
-            with connect(self.url, max_size=None) as ws:
-                ws.send(json.dumps({"subscribe": [FRESHNESS_METRIC]}))
-                self._subscribed.set()
-                while not self._stop.is_set():
-                    try:
-                        text = ws.recv(timeout=0.2)
-                    except TimeoutError:
-                        continue
-                    arrived = time.monotonic()
-                    self._record(arrived, msgspec.json.decode(text))
-        except Exception as exc:  # reported by the freshness phase
-            self.error = f"{type(exc).__name__}: {exc}"
-            self._subscribed.set()
-
-    def _record(self, arrived: float, message: Any) -> None:
-        if not isinstance(message, dict) or message.get("metric") != FRESHNESS_METRIC:
-            return
-        self.messages += 1
-        for item in message.get("values", []):
-            value = item.get("value")
-            if value is not None:
-                self.seen.append((arrived, str(item["labels"]["producer"]), float(value)))
 
 
 def visible_at(
@@ -536,14 +194,16 @@ def _specs(
     host, port, seed = server.host, server.port, ord(prefix[0]) * 1_000
     split = [batches // producers + (i < batches % producers) for i in range(producers)]
     return [
-        ProducerSpec(f"{prefix}{i}", i, producers, n, host, port, rate, seed + i)
+        ProducerSpec(
+            f"{prefix}{i}", i, producers, n, host, port, producer_bodies, stamp, rate, seed + i
+        )
         for i, n in enumerate(split)
         if n
     ]
 
 
 def _common(
-    server: BenchServer, crew: _Crew, watch: _Watch, cpu_before: dict[str, float], wall_s: float
+    server: BenchServer, crew: Crew, watch: _Watch, cpu_before: dict[str, float], wall_s: float
 ) -> dict[str, Any]:
     """The fields both phases report."""
     outcomes = crew.outcomes
@@ -566,7 +226,7 @@ def _common(
 
 
 def _wait_processed(
-    server: BenchServer, crew: _Crew, watch: _Watch, before: float, timeout_s: float
+    server: BenchServer, crew: Crew, watch: _Watch, before: float, timeout_s: float
 ) -> float:
     """Poll until the producers are done and everything they had accepted is processed;
     returns the monotonic time at which that was first seen."""
@@ -589,7 +249,7 @@ def _wait_processed(
 def throughput_phase(server: BenchServer, events: int, producers: int) -> dict[str, Any]:
     """Post ``events`` (whole batches) flat out; end to end and ingest-only rates."""
     batches = max(1, math.ceil(events / BATCH_EVENTS))
-    crew = _Crew(_specs(server, "t", batches, producers, None))
+    crew = Crew(_specs(server, "t", batches, producers, None))
     try:
         crew.prepare()
         watch = _Watch()
@@ -616,13 +276,13 @@ def freshness_phase(
 ) -> dict[str, Any]:
     """Post at ``rate`` events/s for ``seconds``; time from each 202 to its live push."""
     batches = max(producers, round(rate * seconds / BATCH_EVENTS))
-    crew = _Crew(_specs(server, "f", batches, producers, rate / BATCH_EVENTS))
+    crew = Crew(_specs(server, "f", batches, producers, rate / BATCH_EVENTS))
     try:
         crew.prepare()
         watch = _Watch()
         before = server.telemetry()[_PROCESSED]
         cpu_before = server.cpu_s()
-        with LiveWatcher(server.url) as live:
+        with LiveWatcher(server.url, FRESHNESS_METRIC) as live:
             start = crew.go(lead_s=0.2)
             end = _wait_processed(server, crew, watch, before, 120.0 + seconds * 2)
             expected = {o["label"]: o["batches"] for o in crew.outcomes}
