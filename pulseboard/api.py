@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -54,7 +53,8 @@ class Api:
         self.service = service
         self.auth = Authorizer(service.keys, required=require_keys)
         self.telemetry = Telemetry(service)
-        self.max_age_s = max(1, math.ceil(service.config.pipeline.tick_ms / 1000))
+        # whole seconds only: a sub-second tick cannot be said in Cache-Control, so no-store
+        self.max_age_s = service.config.pipeline.tick_ms // 1000
         self._cache: dict[str, tuple[float, bytes]] = {}
 
     def _authorize(self, request: Request | WebSocket, scope: str) -> None:

@@ -68,9 +68,8 @@ class EventError:
 class TypeBatch:
     """The accepted events of one type, as columns in request order.
 
-    ``index`` holds each event's position in the request, ``time_ms`` its event time.
-    Field columns are built on first use, either from ``rows`` (the decoded ``data`` structs)
-    or from ``encoded`` parts (``(events, {field: msgpack column})`` from the wire format).
+    ``index`` holds each event's position in the request, ``time_ms`` its event time, and
+    ``rows`` its decoded ``data`` struct; field columns are built from ``rows`` on first use.
     """
 
     event: EventSpec
@@ -78,7 +77,6 @@ class TypeBatch:
     ids: list[str]
     time_ms: npt.NDArray[np.int64]
     rows: list[Any]
-    encoded: list[tuple[int, dict[str, bytes]]] = field(default_factory=list)
     _values: dict[str, list[Any]] = field(default_factory=dict)
     _numbers: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     _groups: dict[tuple[str, ...], tuple[npt.NDArray[np.int64], list[tuple[Any, ...]]]] = field(
@@ -115,10 +113,7 @@ class TypeBatch:
         index = np.concatenate([p.index + o for p, o in zip(parts, offsets, strict=True)])
         ids = [i for p in parts for i in p.ids]
         times = np.concatenate([p.time_ms for p in parts])
-        if all(p.rows for p in parts):
-            return cls(first.event, index, ids, times, [r for p in parts for r in p.rows])
-        encoded = [e for p in parts for e in (p.encoded or [(len(p), p.encode_columns())])]
-        return cls(first.event, index, ids, times, [], encoded)
+        return cls(first.event, index, ids, times, [r for p in parts for r in p.rows])
 
     def values(self, name: str) -> list[Any]:
         """The field ``name`` of every event, None where it is absent."""
@@ -126,11 +121,6 @@ class TypeBatch:
         if column is None:
             if self.rows and name in self.rows[0].__struct_fields__:
                 column = list(map(attrgetter(name), self.rows))
-            elif self.encoded:
-                column = []
-                for count, columns in self.encoded:
-                    blob = columns.get(name)
-                    column.extend([None] * count if blob is None else _decode_column(blob, count))
             else:
                 column = [None] * len(self.ids)
             self._values[name] = column
@@ -144,26 +134,11 @@ class TypeBatch:
             self._numbers[name] = column
         return column
 
-    def encode_columns(self) -> dict[str, bytes]:
-        """Every declared field as a separately decodable msgpack column."""
-        encode = msgspec.msgpack.encode
-        return {f.name: encode(self.values(f.name)) for f in self.event.fields}
-
 
 def _factorize(values: list[Any]) -> tuple[npt.NDArray[np.int64], list[Any]]:
     distinct = list(dict.fromkeys(values))
     code = {v: i for i, v in enumerate(distinct)}
     return np.fromiter(map(code.__getitem__, values), np.int64, len(values)), distinct
-
-
-def _decode_column(blob: bytes, count: int) -> list[Any]:
-    try:
-        column = msgspec.msgpack.decode(blob)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"a batch column is unreadable: {exc}") from exc
-    if not isinstance(column, list) or len(column) != count:
-        raise DecodeError(f"a batch column does not hold {count} values")
-    return column
 
 
 @dataclass(slots=True)
@@ -200,46 +175,6 @@ class Batch:
             offset += batch.received
         types = {name: TypeBatch.concat(tbs, offsets[name]) for name, tbs in parts.items()}
         return Batch(types, errors, offset)
-
-
-_WIRE_VERSION = 1
-
-
-def encode_batch(batch: Batch) -> bytes:
-    """The accepted events of ``batch`` in the columnar wire format (rejected ones left out).
-
-    Every field the event type declares is kept, each column encoded on its own so that a
-    reader decodes only the columns it uses. The inverse is ``decode_batch``.
-    """
-    types = [
-        (name, tb.index.tobytes(), tb.ids, tb.time_ms.tobytes(), tb.encode_columns())
-        for name, tb in batch.types.items()
-    ]
-    return msgspec.msgpack.encode((_WIRE_VERSION, batch.received, types))
-
-
-def decode_batch(data: bytes, config: Config) -> Batch:
-    """A batch from ``encode_batch`` bytes, checked against ``config``'s event types.
-
-    Columns are decoded when first used; an unreadable column raises ``DecodeError`` then.
-    """
-    try:
-        version, received, types = msgspec.msgpack.decode(data)
-        if version != _WIRE_VERSION:
-            raise DecodeError(f"batch has wire format version {version}, expected {_WIRE_VERSION}")
-        out: dict[str, TypeBatch] = {}
-        for name, index, ids, times, columns in types:
-            spec = config.events.get(name)
-            if spec is None:
-                raise DecodeError(f"batch holds events of type {name!r}, which the config lacks")
-            positions = np.frombuffer(index, dtype=np.int64)
-            time_ms = np.frombuffer(times, dtype=np.int64)
-            if not len(positions) == len(ids) == len(time_ms) or not isinstance(columns, dict):
-                raise DecodeError(f"batch columns of {name!r} have different lengths")
-            out[name] = TypeBatch(spec, positions, ids, time_ms, [], [(len(ids), columns)])
-    except (msgspec.DecodeError, TypeError, ValueError) as exc:
-        raise DecodeError(f"batch bytes are unreadable: {exc}") from exc
-    return Batch(out, [], received)
 
 
 def _data_struct(spec: EventSpec) -> type[msgspec.Struct]:
@@ -343,8 +278,9 @@ class EventDecoder:
             good.append(bytes(raw))
             counts[self._spec_of[type(event)].name] += 1
             low, high = min(low, time_ms), max(high, time_ms)
-        payload = b"[" + b",".join(good) + b"]" if good else None
-        return Checked(payload, dict(counts), errors, len(raws), low, high)
+        if not good:
+            return Checked(None, {}, errors, len(raws), 0, 0)
+        return Checked(b"[" + b",".join(good) + b"]", dict(counts), errors, len(raws), low, high)
 
     def decode_lines(self, body: bytes, now_ms: int) -> Batch:
         """Decode NDJSON (one event per line; blank lines are skipped)."""
@@ -474,12 +410,17 @@ class Checked:
     counts: dict[str, int]
     """Accepted events by type."""
     errors: list[EventError]
+    """The rejected events, by index."""
     received: int
+    """Every event of the request, accepted or not."""
     min_time_ms: int
+    """The earliest event time accepted (0 when none is)."""
     max_time_ms: int
+    """The latest event time accepted (0 when none is)."""
 
     @property
     def accepted(self) -> int:
+        """How many events were accepted."""
         return sum(self.counts.values())
 
 

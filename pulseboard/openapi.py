@@ -577,8 +577,8 @@ OPENAPI: dict[str, Any] = {
         "headers": {
             "MaxAge": {
                 "description": (
-                    "`max-age=N`, N the pipeline tick rounded up to whole seconds (at least 1): "
-                    "the value may be up to one tick old."
+                    "`max-age=N`, N the pipeline tick in whole seconds: the value may be up to "
+                    "one tick old; `no-store` when the tick is under a second."
                 ),
                 "schema": {"type": "string", "example": "max-age=1"},
             },

@@ -50,6 +50,8 @@ def test_demo_serves_simulated_traffic_and_stops_on_ctrl_c(tmp_path: Path) -> No
     )
     try:
         _wait_for(lambda: _orders_seen(url), 60, "simulated page views in the demo's metrics")
+        # the demo's tick is 1 s: reads may be reused for that long
+        assert httpx.get(f"{url}/v1/metrics/orders").headers["cache-control"] == "max-age=1"
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         out, _ = proc.communicate(timeout=60)
     finally:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pulseboard.aggregates import get_aggregator, make_distinct
 from pulseboard.config import Config
 from pulseboard.engine import OTHER, Engine, Tick
-from pulseboard.events import Batch, EventDecoder, decode_batch, encode_batch
+from pulseboard.events import Batch, EventDecoder
 from pulseboard.windows import is_final, windows_containing
 from tests.conftest import SHOP_YAML, make_config
 
@@ -34,6 +34,28 @@ def ev(i: int | str, time_ms: int, kind: str = "order", **data: Any) -> dict[str
 
 def decode(config: Config, events: Sequence[dict[str, Any]]) -> Batch:
     batch = EventDecoder(config).decode(json.dumps(list(events)).encode(), NOW_MS)
+    assert batch.errors == []
+    return batch
+
+
+# events ingest rejects: one fails validation, one is beyond max_future
+BAD_EVENTS = (ev("bad", T0, amount="x"), ev("future", NOW_MS + 10**9))
+
+
+def check_then_decode(
+    config: Config, events: Sequence[dict[str, Any]], bad_at: int | None = None
+) -> Batch:
+    """The events as the pipeline hands them on: checked at ingest, and the payload it logs
+    decoded again by the processor. With ``bad_at``, the body also holds the bad events from
+    that position on, so that ``check`` rebuilds the payload from the good events' JSON."""
+    bad = list(BAD_EVENTS) if bad_at is not None else []
+    at = len(events) if bad_at is None else bad_at
+    body = json.dumps([*events[:at], *bad, *events[at:]]).encode()
+    decoder = EventDecoder(config)
+    checked = decoder.check(body, NOW_MS)
+    assert [e.id for e in checked.errors] == [e["id"] for e in bad]
+    assert checked.payload is not None and (checked.payload == body) == (not bad)
+    batch = decoder.decode(checked.payload, NOW_MS)
     assert batch.errors == []
     return batch
 
@@ -378,15 +400,19 @@ def run_engine(
     bounds = [0, *cuts, len(arrivals)]
     for number, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         if lo < hi:
-            # alternate the three ways a batch reaches the engine: decoded, from the wire
-            # format, and joined from two requests
+            # alternate the three ways a batch reaches the engine: decoded, checked and decoded
+            # again from the payload ingest logs (with rejected events dropped from it), and
+            # joined from two logged requests as the processor joins the entries of one read
             batch = decode(config, arrivals[lo:hi])
             if number % 3 == 1:
-                batch = decode_batch(encode_batch(batch), config)
+                batch = check_then_decode(config, arrivals[lo:hi], bad_at=number % (hi - lo + 1))
             elif number % 3 == 2 and hi - lo > 1:
                 middle = (lo + hi) // 2
                 batch = Batch.concat(
-                    [decode(config, arrivals[lo:middle]), decode(config, arrivals[middle:hi])]
+                    [
+                        check_then_decode(config, arrivals[lo:middle]),
+                        check_then_decode(config, arrivals[middle:hi]),
+                    ]
                 )
             engine.process(batch)
         ticks.append(engine.advance())

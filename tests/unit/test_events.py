@@ -5,10 +5,11 @@ import pytest
 
 from pulseboard.config import Config
 from pulseboard.errors import DecodeError
-from pulseboard.events import Batch, EventDecoder, decode_batch, encode_batch
+from pulseboard.events import Batch, EventDecoder
 from tests.conftest import make_config
 
 NOW_MS = 1_767_225_600_000
+FUTURE = NOW_MS + 301_000  # beyond max_future (5m)
 
 
 def body(*events: object) -> bytes:
@@ -21,6 +22,15 @@ def order(i: int, **data: object) -> dict[str, object]:
         "type": "order",
         "time": NOW_MS - 1_000,
         "data": {"amount": 10.0, **data},
+    }
+
+
+def view(i: int, time: object = NOW_MS - 2_000) -> dict[str, object]:
+    return {
+        "id": f"p{i}",
+        "type": "page_view",
+        "time": time,
+        "data": {"path": f"/p{i}", "user": "u"},
     }
 
 
@@ -178,37 +188,147 @@ def test_ndjson_lines(shop_config: Config) -> None:
 def test_concat_shifts_positions_and_keeps_columns(shop_config: Config) -> None:
     decoder = EventDecoder(shop_config)
     first = decoder.decode(body(order(1, region="eu"), order(2, amount="bad")), NOW_MS)
-    second = decoder.decode(body(order(3, region="us")), NOW_MS)
-    wire = decode_batch(encode_batch(second), shop_config)
-    joined = Batch.concat([first, wire])
-    assert joined.received == 3
+    second = decoder.decode(body(view(1), order(3, region="us", items=2)), NOW_MS)
+    joined = Batch.concat([first, second])
+    assert joined.received == 4
     assert [(e.index, e.id) for e in joined.errors] == [(1, "o2")]
     orders = joined.types["order"]
     assert orders.ids == ["o1", "o3"]
-    assert orders.index.tolist() == [0, 2]
+    assert orders.index.tolist() == [0, 3]
     assert orders.values("region") == ["eu", "us"]
+    assert orders.values("items") == [None, 2]
     assert orders.numbers("amount").tolist() == [10.0, 10.0]
+    assert joined.types["page_view"].index.tolist() == [2]
+    assert joined.types["page_view"].values("path") == ["/p1"]
 
 
-def test_columnar_wire_format_round_trips(shop_config: Config) -> None:
+# --- check: what ingest validates and logs ------------------------------------------------
+
+
+def accepted(batch: Batch) -> list[tuple[str, str, int, dict[str, object]]]:
+    """Every accepted event as (type, id, time_ms, fields present), in request order."""
+    rows = []
+    for name, tb in batch.types.items():
+        names = [f.name for f in tb.event.fields]
+        columns = [tb.values(n) for n in names]
+        for k, (index, event_id, time_ms) in enumerate(
+            zip(tb.index.tolist(), tb.ids, tb.time_ms.tolist(), strict=True)
+        ):
+            fields = {n: c[k] for n, c in zip(names, columns, strict=True) if c[k] is not None}
+            rows.append((index, (name, event_id, time_ms, fields)))
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
+
+
+def test_check_payload_holds_exactly_the_good_events(shop_config: Config) -> None:
     decoder = EventDecoder(shop_config)
-    original = decoder.decode(body(order(1, region="us", items=3), order(2, amount="bad")), NOW_MS)
-    copy = decode_batch(encode_batch(original), shop_config)
-    assert copy.received == 2
-    orders = copy.types["order"]
-    assert orders.ids == ["o1"]
-    assert orders.index.tolist() == [0]
-    assert orders.values("region") == ["us"]
-    assert orders.values("items") == [3]
-    assert orders.numbers("amount").tolist() == [10.0]
+    events = [
+        order(1, region="eu", items=2),
+        order(2, amount="12"),  # bad: a string amount
+        view(1, time="2026-01-01T00:00:01.250+01:00"),
+        {"id": "r1", "type": "refund", "time": NOW_MS, "data": {}},  # bad: unknown type
+        order(3, amount=3, extra={"kept": True}) | {"time": NOW_MS - 50},
+        order(4) | {"time": FUTURE},  # bad: too far ahead
+        "not an object",  # bad
+        order(5, user='ann\u00e9 "q"') | {"time": NOW_MS + 300_000},  # at max_future: good
+    ]
+    payload = body(*events)
+    checked = decoder.check(payload, NOW_MS)
+    assert checked.payload is not None
+    assert checked.payload != payload
+    again = decoder.decode(checked.payload, NOW_MS)
+    assert again.errors == []
+    assert again.received == checked.accepted == 4
+    assert accepted(again) == [
+        ("order", "o1", NOW_MS - 1_000, {"amount": 10.0, "region": "eu", "items": 2}),
+        ("page_view", "p1", 1_767_222_001_250, {"path": "/p1", "user": "u"}),
+        ("order", "o3", NOW_MS - 50, {"amount": 3.0}),
+        ("order", "o5", NOW_MS + 300_000, {"amount": 10.0, "user": 'ann\u00e9 "q"'}),
+    ]
+    # the same errors, with the same indices and messages, as decode finds in the request
+    direct = decoder.decode(payload, NOW_MS)
+    assert accepted(direct) == accepted(again)
+    assert [(e.index, e.id, e.error) for e in checked.errors] == [
+        (e.index, e.id, e.error) for e in direct.errors
+    ]
+    assert [(e.index, e.id) for e in checked.errors] == [(1, "o2"), (3, "r1"), (5, "o4"), (6, None)]
+    assert checked.received == 8
+    assert checked.counts == {"order": 3, "page_view": 1}
+    assert (checked.min_time_ms, checked.max_time_ms) == (1_767_222_001_250, NOW_MS + 300_000)
 
 
-def test_wire_format_rejects_garbage(shop_config: Config) -> None:
-    with pytest.raises(DecodeError, match="unreadable"):
-        decode_batch(b"\x01\x02", shop_config)
-    good = encode_batch(EventDecoder(shop_config).decode(body(order(1)), NOW_MS))
-    corrupt = decode_batch(good.replace(b"amount", b"amounX"), shop_config)
-    assert corrupt.types["order"].values("amount") == [None]  # an unknown column is ignored
-    truncated = good[: good.index(b"region") + 7]
-    with pytest.raises(DecodeError):
-        decode_batch(truncated, shop_config)
+def test_check_gives_back_a_good_body_unchanged(shop_config: Config) -> None:
+    payload = body(view(1, time=NOW_MS - 7_000), order(1), order(2) | {"time": NOW_MS + 5})
+    checked = EventDecoder(shop_config).check(payload, NOW_MS)
+    assert checked.payload == payload
+    assert checked.errors == []
+    assert checked.received == 3
+    assert checked.counts == {"page_view": 1, "order": 2}
+    assert (checked.min_time_ms, checked.max_time_ms) == (NOW_MS - 7_000, NOW_MS + 5)
+
+
+def test_check_ndjson_lines(shop_config: Config) -> None:
+    decoder = EventDecoder(shop_config)
+    events = (order(1), order(2, amount="x"), view(1), order(3) | {"time": FUTURE})
+    lines = b"\n".join(json.dumps(e).encode() for e in events) + b"\n\n"
+    checked = decoder.check(lines, NOW_MS, lines=True)
+    assert checked.payload is not None
+    assert accepted(decoder.decode(checked.payload, NOW_MS)) == [
+        ("order", "o1", NOW_MS - 1_000, {"amount": 10.0}),
+        ("page_view", "p1", NOW_MS - 2_000, {"path": "/p1", "user": "u"}),
+    ]
+    direct = decoder.decode_lines(lines, NOW_MS)
+    assert [(e.index, e.id, e.error) for e in checked.errors] == [
+        (e.index, e.id, e.error) for e in direct.errors
+    ]
+    assert [(e.index, e.id) for e in checked.errors] == [(1, "o2"), (3, "o3")]
+    assert checked.received == 4
+    assert checked.counts == {"order": 1, "page_view": 1}
+    assert (checked.min_time_ms, checked.max_time_ms) == (NOW_MS - 2_000, NOW_MS - 1_000)
+
+
+@pytest.mark.parametrize("lines", [False, True])
+@pytest.mark.parametrize("time", [FUTURE, "2026-01-01T00:05:01Z"])
+def test_check_rejects_the_future_as_decode_does(
+    shop_config: Config, lines: bool, time: object
+) -> None:
+    decoder = EventDecoder(shop_config)
+    events = (order(1), order(2) | {"time": time})
+    payload = "\n".join(map(json.dumps, events)).encode() if lines else body(*events)
+    checked = decoder.check(payload, NOW_MS, lines=lines)
+    direct = (decoder.decode_lines if lines else decoder.decode)(payload, NOW_MS)
+    message = "events[1].time: 301s ahead of the server clock; at most 5m is accepted (max_future)"
+    (problem,) = checked.errors
+    assert problem.error == direct.errors[0].error == message
+    assert (problem.index, problem.id) == (1, "o2")
+    assert json.loads(problem.raw)["id"] == "o2"
+    assert checked.counts == {"order": 1}
+    assert checked.payload is not None
+    assert accepted(decoder.decode(checked.payload, NOW_MS)) == accepted(direct)
+
+
+@pytest.mark.parametrize(
+    ("payload", "lines", "received"),
+    [
+        (b"[]", False, 0),
+        (b"", True, 0),
+        (b"\n \n", True, 0),
+        (body(order(1, amount="x"), order(2) | {"time": FUTURE}), False, 2),
+    ],
+)
+def test_check_with_nothing_accepted(
+    shop_config: Config, payload: bytes, lines: bool, received: int
+) -> None:
+    checked = EventDecoder(shop_config).check(payload, NOW_MS, lines=lines)
+    assert checked.payload is None
+    assert checked.counts == {}
+    assert checked.accepted == 0
+    assert len(checked.errors) == checked.received == received
+    assert (checked.min_time_ms, checked.max_time_ms) == (0, 0)
+
+
+def test_check_body_that_does_not_parse(shop_config: Config) -> None:
+    decoder = EventDecoder(shop_config)
+    with pytest.raises(DecodeError, match="request body is not valid JSON"):
+        decoder.check(b'[{"id": 1', NOW_MS)
+    with pytest.raises(DecodeError, match="expected a JSON array of event objects"):
+        decoder.check(b'{"id": "x"}', NOW_MS)
