@@ -129,13 +129,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def connect(path: Path, schema: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in WAL mode with the schema applied (unless read-only)."""
+def connect(
+    path: Path, schema: str, *, readonly: bool = False, large_pages: bool = False
+) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema applied (unless read-only). ``large_pages``
+    (64 KiB, set when the file is created) suits files of large blobs: a log entry of ~100 KB
+    then spans 2 pages instead of a chain of 25, which halves the cost of reading it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
         if not readonly:
+            if large_pages:
+                conn.execute("PRAGMA page_size = 65536")
             conn.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit is on disk when it returns, which is what a 202 promises
             conn.execute("PRAGMA synchronous = FULL")
@@ -213,7 +219,7 @@ class SqliteLogWriter:
         self._path = path
         self._max_group = max_group
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._conn = connect(path, _LOG_SCHEMA)
+        self._conn = connect(path, _LOG_SCHEMA, large_pages=True)
         self.last_pos = self._conn.execute("SELECT COALESCE(MAX(pos), 0) FROM log").fetchone()[0]
         self.appended_events = 0
         self.error: str | None = None
@@ -303,7 +309,7 @@ class SqliteLogReader:
     """Reads ``log.db`` in position order (the processor), and trims it by age."""
 
     def __init__(self, path: Path) -> None:
-        self._conn = connect(path, _LOG_SCHEMA)
+        self._conn = connect(path, _LOG_SCHEMA, large_pages=True)
 
     def read(self, after: int, max_events: int) -> list[LogEntry]:
         """Entries after position ``after``, in order, holding about ``max_events`` events
@@ -356,7 +362,7 @@ class SqliteDeadLetters:
     """The dead-letter store in ``log.db``: listing and marking replayed."""
 
     def __init__(self, path: Path) -> None:
-        self._conn = connect(path, _LOG_SCHEMA)
+        self._conn = connect(path, _LOG_SCHEMA, large_pages=True)
 
     def list(self, *, limit: int, include_replayed: bool = False) -> list[DeadLetter]:
         """The oldest dead letters first, up to ``limit``."""
@@ -581,7 +587,7 @@ class SqliteCheckpoints:
     belongs to. A file of its own, so writing a large snapshot never holds up a tick's commit."""
 
     def __init__(self, path: Path) -> None:
-        self._conn = connect(path, _CHECKPOINT_SCHEMA)
+        self._conn = connect(path, _CHECKPOINT_SCHEMA, large_pages=True)
 
     def load(self) -> tuple[int, bytes] | None:
         """The last checkpoint: (log position, engine snapshot)."""
