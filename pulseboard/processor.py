@@ -2,8 +2,9 @@
 
 Each tick (``pipeline.tick``) it commits, in one transaction of ``state.db``: its log
 position, the windows that became final (into history), the late events, the open windows of
-the metrics that changed, their current values, and every ``checkpoint_every`` an engine
-snapshot with the position it belongs to. After a crash it restores the last snapshot and
+the metrics that changed and their current values. Every ``checkpoint_every_ms`` it also takes
+an engine snapshot, which a thread writes to ``checkpoint.db`` with the log position it
+belongs to. After a crash it restores the last snapshot and
 replays the log from that snapshot's position: the engine's result does not depend on how the
 log is cut into reads, final windows are written idempotently, and late events are keyed by
 (metric, event id, bucket), so a replay neither loses nor double counts anything. A window
@@ -259,16 +260,6 @@ class Processor:
                 current={name: msgspec.json.encode(p) for name, p in current.items()},
             )
         )
-        if checkpoint or (self._dirty and now - self._checkpoint_ms >= self._checkpoint_every_ms):
-            # after the commit: a replay from this snapshot rewrites nothing it holds wrongly
-            self._checkpoints.submit(self.pos, self.engine.snapshot(), wait=checkpoint)
-            self._checkpoint_ms, self._dirty = now, False
-        if now >= self._next_trim_ms:
-            self._next_trim_ms = now + TRIM_EVERY_MS
-            self._trim(now)
-        if now >= self._next_reconcile_ms:
-            self._next_reconcile_ms = now + self.config.pipeline.reconcile_every_ms
-            self.reconcile(now)
         self._update_stats(now, started)
         message = {
             "pos": self.pos,
@@ -279,6 +270,17 @@ class Processor:
         }
         if self._publish is not None:
             self._publish(msgspec.msgpack.encode(message))
+        # slower chores after the push, so they never delay this tick's values
+        if checkpoint or (self._dirty and now - self._checkpoint_ms >= self._checkpoint_every_ms):
+            # taken between reads, it belongs exactly to the position just committed
+            self._checkpoints.submit(self.pos, self.engine.snapshot(), wait=checkpoint)
+            self._checkpoint_ms, self._dirty = now, False
+        if now >= self._next_trim_ms:
+            self._next_trim_ms = now + TRIM_EVERY_MS
+            self._trim(now)
+        if now >= self._next_reconcile_ms:
+            self._next_reconcile_ms = now + self.config.pipeline.reconcile_every_ms
+            self.reconcile(now)
         return message
 
     def reconcile(self, now: int | None = None) -> None:

@@ -27,7 +27,6 @@ from pulseboard.adapters.sqlite import (
     STATE_FILE,
     Append,
     DeadLetter,
-    SqliteDeadLetters,
     SqliteKeys,
     SqliteLogWriter,
     SqliteState,
@@ -94,20 +93,17 @@ class Service:
         self.decoder = EventDecoder(config)
         self.writer = SqliteLogWriter(data_dir / LOG_FILE)
         self.state = SqliteState(data_dir / STATE_FILE, readonly=True)
-        self.dead_letters = SqliteDeadLetters(data_dir / LOG_FILE)
         self.keys = SqliteKeys(data_dir / META_FILE)
         self.hub = Hub()
         self.counters = Counters()
         self.current: dict[str, bytes] = self.state.current()
         self.stats: dict[str, Any] = {}
-        self.processed_pos = 0
         self._appended_at_tick = 0
         self.last_tick_at = 0.0  # monotonic, 0 = none since start
         self._conn: Connection | None = None
         self._child: Any = None
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake_pending = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -125,7 +121,6 @@ class Service:
         await asyncio.to_thread(self.writer.close)
         await asyncio.to_thread(self._stop_processor)
         self.state.close()
-        self.dead_letters.close()
         self.keys.close()
 
     def _start_processor(self) -> None:
@@ -202,7 +197,6 @@ class Service:
             self._detach()
             return
         message = msgspec.msgpack.decode(data)
-        self.processed_pos = message["pos"]
         self.stats = message["stats"]
         self._appended_at_tick = self.writer.appended_events
         self.last_tick_at = time.monotonic()

@@ -214,7 +214,6 @@ def service(tmp_path: Path) -> Iterator[Service]:
     yield service
     service.writer.close()
     service.state.close()
-    service.dead_letters.close()
     service.keys.close()
 
 
