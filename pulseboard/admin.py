@@ -52,11 +52,12 @@ def run_reconcile(config: Config, out: TextIO) -> int:
     finally:
         state.close()
         log_reader.close()
-    out.write(
-        f"reconciled {result.events} late events into {result.windows} revised windows"
-        + (f"; {result.expired} were too old to recompute from the log" if result.expired else "")
-        + "\n"
-    )
+    notes = [f"reconciled {result.events} late events, recomputing {result.windows} windows"]
+    if result.waiting:
+        notes.append(f"{result.waiting} wait for sliding windows still open")
+    if result.expired:
+        notes.append(f"{result.expired} were too old to recompute from the log")
+    out.write("; ".join(notes) + "\n")
     return 0
 
 

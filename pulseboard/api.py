@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -59,7 +60,7 @@ class Api:
 
     def _authorize(self, request: Request | WebSocket, scope: str) -> None:
         header = request.headers.get("authorization")
-        if header is None and "key" in request.query_params:
+        if "key" in request.query_params and not (header or "").startswith("Bearer "):
             header = f"Bearer {request.query_params['key']}"  # browsers cannot set WS headers
         self.auth.check(header, scope)
 
@@ -180,6 +181,8 @@ class Api:
             names = [p.metric for p in board.panels]
         else:
             raise ValueError('expected {"subscribe": ["metric", ...]} or {"dashboard": "id"}')
+        if not names:
+            raise ValueError("no metrics given; name at least one")
         unknown = [n for n in names if not isinstance(n, str) or config.metric(n) is None]
         if unknown:
             raise ValueError(f"unknown metrics {unknown!r}")
@@ -231,11 +234,11 @@ class Api:
     async def live_sse(self, request: Request) -> Response:
         names_text = request.query_params.get("metrics", "")
         try:
-            names = self._metrics_of({"subscribe": [n for n in names_text.split(",") if n]})
+            names = self._metrics_of(
+                {"subscribe": [n.strip() for n in names_text.split(",") if n.strip()]}
+            )
         except ValueError as exc:
             return error(400, f"metrics={names_text!r}: {exc}")
-        if not names:
-            return error(400, "metrics= is empty; expected metric names separated by commas")
         hub = self.service.hub
         subscriber = hub.add()
         self._subscribe(subscriber, names)
@@ -354,4 +357,17 @@ def create_app(service: Service, *, require_keys: bool) -> Starlette:
         finally:
             await service.stop()
 
-    return Starlette(routes=api.routes(), lifespan=lifespan)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /openapi.json"
+        elif exc.status_code == 405:
+            allowed = ", ".join(sorted((exc.headers or {}).get("Allow", "").split(", ")))
+            message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        else:
+            message = str(exc.detail)
+        return error(exc.status_code, message, dict(exc.headers or {}))
+
+    return Starlette(
+        routes=api.routes(), lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )

@@ -31,7 +31,15 @@ def _share(text: str) -> float:
     return value
 
 
+def _verbose(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: without the flag here, the top-level -v (before the command) still counts
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
+    )
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
+    _verbose(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument(
@@ -84,7 +92,9 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
 def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser("demo", help="run the shop demo: server, simulated traffic, URL")
     _server_options(demo)
-    demo.add_argument("--rate", type=float, default=200.0, help="simulated events per second")
+    demo.add_argument(
+        "--rate", type=float, default=500.0, help="simulated events/s, the mean over a day"
+    )
 
     simulate = commands.add_parser("simulate", help="send realistic shop traffic to a server")
     simulate.add_argument("--url", default="http://127.0.0.1:8000")

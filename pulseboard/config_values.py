@@ -61,7 +61,7 @@ _TYPE_WORDS: dict[FieldType, str] = {
 # The event decoder matches an enum with a msgspec Literal, which takes str, int and bool only.
 _ENUM_TYPES: tuple[FieldType, ...] = ("string", "int", "bool")
 
-# Embedded adapter names and server URL schemes each store accepts (DESIGN.md, Data flow).
+# Embedded adapter names and server URL schemes each store accepts (docs/CONFIG.md, storage).
 _BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "log": (("sqlite", "memory"), ("redis", "rediss")),
     "hot": (("memory",), ("redis", "rediss")),

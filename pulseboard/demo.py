@@ -54,7 +54,8 @@ def _start_traffic(
     print(
         f"\n  Pulseboard demo is running: {url}\n"
         f"  metrics: {url}/v1/metrics   API reference: {url}/openapi.json\n"
-        f"  simulated shop traffic at ~{rate:g} events/s; Ctrl-C stops everything\n",
+        f"  simulated shop traffic: a mean of {rate:g} events/s over a day, following a daily\n"
+        "  curve (quieter at night); Ctrl-C stops everything\n",
         flush=True,
     )
     return simulator

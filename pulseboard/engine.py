@@ -1,6 +1,6 @@
 """The windowed aggregation engine: batches in, open and final window values out. No I/O.
 
-Semantics (DESIGN.md, "Semantics"):
+Semantics (docs/ARCHITECTURE.md and docs/CONFIG.md, "Window semantics"):
 
 - **Stream time** is the largest event time seen. When input goes idle, ``advance(now_ms)`` moves
   it on with the wall clock: after an advance that saw no new events, stream time is at least the

@@ -273,7 +273,7 @@ class EventDecoder:
                 continue
             time_ms = _to_ms(event.time)
             if time_ms > now_ms + self._max_future_ms or time_ms < 0:
-                errors.append(self._time_error(event, index, time_ms, now_ms))
+                errors.append(self._time_error(event, index, time_ms, now_ms, bytes(raw)))
                 continue
             good.append(bytes(raw))
             counts[self._spec_of[type(event)].name] += 1
@@ -390,14 +390,17 @@ class EventDecoder:
             types[spec.name] = TypeBatch(spec, where, ids, times, list(map(_DATA, chosen)))
         return Batch(types, errors, received)
 
-    def _time_error(self, event: Any, index: int, time_ms: int, now_ms: int) -> EventError:
+    def _time_error(
+        self, event: Any, index: int, time_ms: int, now_ms: int, raw: bytes = b""
+    ) -> EventError:
         if time_ms < 0:
             message = "before 1970-01-01T00:00:00Z; expected a time from 1970 on"
         else:
             ahead = format_duration_ms(-((now_ms - time_ms) // 1000) * 1000)  # whole seconds
             limit = format_duration_ms(self._max_future_ms)
             message = f"{ahead} ahead of the server clock; at most {limit} is accepted (max_future)"
-        raw = msgspec.json.encode(event)
+        # without the bytes as sent (``decode`` does not keep them), the event re-encoded
+        raw = raw or msgspec.json.encode(event)
         return EventError(index, event.id, f"events[{index}].time: {message}", raw)
 
 

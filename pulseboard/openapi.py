@@ -766,8 +766,8 @@ OPENAPI: dict[str, Any] = {
                     "stale": {
                         "type": "boolean",
                         "description": (
-                            "True when the processor has not reported for 3 ticks + 2 s: the "
-                            "value may be out of date."
+                            "True when the processor is not running or has not reported for "
+                            "3 ticks + 2 s: the value may be out of date."
                         ),
                     },
                     "values": {

@@ -2,7 +2,7 @@
 
 A window that received late events is recomputed from every logged event whose time falls in
 it, in log order, each event id counted once (its first arrival) and nothing treated as late.
-That is exactly the batch recomputation DESIGN.md promises, so a late duplicate of an event
+That is exactly the batch recomputation the design promises, so a late duplicate of an event
 already counted changes nothing, and running reconciliation twice changes nothing more.
 
 Limits: the log keeps ``pipeline.retention.log`` (24 h by default) of events; a window whose
@@ -43,6 +43,8 @@ class Reconciled:
     """Windows (label sets included) written as revised."""
     expired: int
     """Late events whose windows were too old to recompute from the log."""
+    waiting: int
+    """Late events kept pending because a sliding window holding them is still open."""
 
 
 def reconcile(
@@ -58,7 +60,7 @@ def reconcile(
     ``through_pos``, and store the results as revised."""
     pending = state.pending_late()
     if not pending or stream_time_ms is None:
-        return Reconciled(0, 0, 0)
+        return Reconciled(0, 0, 0, 0)
     # events of a window starting at s arrived at s - max_future or later, and the log keeps
     # what arrived within retention.log: windows starting before this may have lost events
     complete_from = now_ms - config.pipeline.retention.log_ms + config.pipeline.max_future_ms
@@ -86,7 +88,7 @@ def reconcile(
     state.revise(rows, applied)
     if expired:
         log.warning("%d late events were too old to reconcile from the log", expired)
-    return Reconciled(len(applied) - expired, len(rows), expired)
+    return Reconciled(len(applied) - expired, len(rows), expired, len(pending) - len(applied))
 
 
 def _recompute(

@@ -67,7 +67,9 @@ def parse_step(text: str | None, spec: MetricSpec) -> int:
         step = int(text) if text.isdigit() else parse_duration_ms(text)
     except ValueError as exc:
         raise QueryError(f"step={text!r}: {exc}") from exc
-    if step <= 0 or step % spec.window_ms:
+    if step <= 0:
+        raise QueryError(f"step={text!r} must be positive, a multiple of the window")
+    if step % spec.window_ms:
         raise QueryError(
             f"step={text!r} is not a multiple of metric {spec.name!r}'s window "
             f"({format_duration_ms(spec.window_ms)}); use e.g. step="

@@ -15,7 +15,7 @@ import uvicorn
 
 from pulseboard.api import create_app
 from pulseboard.config import Config, load_config, mask_url
-from pulseboard.errors import ConfigError
+from pulseboard.errors import ConfigError, PulseboardError
 from pulseboard.service import Service
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def serve(
     ``before_shutdown`` runs once a stop was asked for, before the server stops accepting
     requests (the demo stops its simulator there, so it can deliver what it queued)."""
     check_storage(config)
+    listening = _listen(host, port)  # before anything starts: a taken port fails at once
     data_dir = Path(config.storage.data_dir)
     required = require_keys or not is_loopback(host)
     service = Service(config, data_dir, verbose=verbose)
@@ -125,8 +126,23 @@ def serve(
     # handler it found; a quiet one makes a clean stop exit 0 rather than die by the signal
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    server.run()
+    server.run(sockets=[listening])
     return 0 if server.started else 1
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PulseboardError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; "
+            "is another server using that port? Choose another with --port"
+        ) from exc
+    return sock
 
 
 def run_serve(

@@ -211,9 +211,11 @@ class Service:
         return self._child is not None and self._child.is_alive()
 
     def stale(self) -> bool:
-        """True when the processor has not reported for several ticks."""
+        """True when the processor is not running or has not reported for several ticks."""
         limit = 3 * self.config.pipeline.tick_ms / 1000 + 2.0
-        return self.last_tick_at == 0.0 or time.monotonic() - self.last_tick_at > limit
+        if not self.processor_alive() or self.last_tick_at == 0.0:
+            return True
+        return time.monotonic() - self.last_tick_at > limit
 
     def backlog_events(self) -> int:
         """Accepted events not yet processed: the processor's count at its last tick plus what

@@ -481,8 +481,8 @@ def run_simulate(
     schedule = Schedule(rate, random.Random(None if seed is None else seed + 1))
     client = Client(url, api_key, max_retries=SEND_RETRIES)
     out.write(
-        f"pulseboard simulate: sending shop traffic at a mean of {rate:g} events/s for "
-        + (f"{duration_s:g} s" if duration_s < 86_400 else "until stopped")
+        f"pulseboard simulate: sending shop traffic at a mean of {rate:g} events/s "
+        + (f"for {duration_s:g} s" if duration_s < 86_400 else "until stopped")
         + f" (now x{schedule.daily(time.time()):.2f} by the daily curve); "
         "Ctrl-C stops\n"
     )

@@ -1,7 +1,7 @@
 """A brute-force oracle for end-to-end tests: metric series recomputed from the raw events.
 
 It shares no code with the engine. Each event id counts once, at its first arrival (in the order
-the events are given), and nothing is late: that is the batch recomputation DESIGN.md promises
+the events are given), and nothing is late: that is the batch recomputation the design promises
 history equals after reconciliation. A series point at ``t`` covers ``[t, t + window)`` with
 ``t`` a multiple of the window, for tumbling and sliding metrics alike (series points of a
 sliding metric are its windows aligned to the window length).
