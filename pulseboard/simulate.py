@@ -498,6 +498,10 @@ def run_simulate(
         run.interrupted = True
         settled = client.close(timeout=0)
     _write_report(out, run, client, rate)
+    if run.refused:
+        out.write(
+            f"pulseboard simulate: stopped early, nothing was accepted: {client.last_error}\n"
+        )
     if run.interrupted:
         return 130
     return 0 if settled and client.stats.failed == 0 else 1
@@ -513,6 +517,7 @@ class _Run:
     scheduled: float = 0.0
     sending_s: float = 0.0
     interrupted: bool = False
+    refused: bool = False
 
 
 def _pace(client: Client, traffic: Traffic, schedule: Schedule, end_s: float, run: _Run) -> None:
@@ -520,6 +525,12 @@ def _pace(client: Client, traffic: Traffic, schedule: Schedule, end_s: float, ru
     bucket = TokenBucket()
     kinds = run.kinds
     while (now := monotonic()) < end_s:
+        stats = client.stats
+        if stats.failed and not stats.accepted and not stats.rejected:
+            # nothing ever got through and the client gave up: the server refuses us
+            # (a missing api key, a wrong URL); sending on would only fail the same way
+            run.refused = True
+            return
         wall_s = time.time()
         rate = schedule.rate_at(wall_s)
         if bucket.last_s is not None:

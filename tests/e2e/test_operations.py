@@ -100,6 +100,11 @@ def test_keys_created_by_the_cli_open_a_server_that_requires_them(
         f"{server.url}/v1/events", json=[], headers={"Authorization": f"Bearer {key}"}
     )
     assert posted.status_code == 403
+    # the simulator without a key stops at once instead of failing for its whole duration
+    refused = cli("simulate", "--url", server.url, "--rate", "50", "--duration", "600")
+    assert refused.returncode == 1
+    assert "stopped early, nothing was accepted" in refused.stdout
+    assert "401" in refused.stdout and "check the api key" in refused.stdout
     key_id = key.split("_")[1]
     assert key_id in cli("keys", "list", "--data-dir", str(server.data_dir)).stdout
     assert cli("keys", "revoke", "--data-dir", str(server.data_dir), key_id).returncode == 0
