@@ -48,9 +48,11 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
+    where = parser.add_mutually_exclusive_group()
     where.add_argument("--config", help="a pulseboard.yaml (its storage.data_dir is used)")
-    where.add_argument("--data-dir", help="the data directory of a server")
+    where.add_argument(
+        "--data-dir", help="the data directory of a server (default: ./pulseboard-data)"
+    )
 
 
 def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -150,12 +152,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
-    if args.data_dir is not None:
-        return Path(args.data_dir)
-    from pulseboard.config import load_config
+def _data_dir(args: argparse.Namespace, *, create: bool = False) -> Path:
+    """The data directory named by --data-dir or --config, else the default one; it must
+    exist unless ``create``."""
+    from pulseboard.config import StorageSpec, load_config
 
-    return Path(load_config(args.config).storage.data_dir)
+    if args.data_dir is not None:
+        path = Path(args.data_dir)
+    elif args.config is not None:
+        path = Path(load_config(args.config).storage.data_dir)
+    else:
+        path = Path(StorageSpec().data_dir)
+    if not create and not path.is_dir():
+        raise PulseboardError(
+            f"no data directory at {path}; name a server's with --data-dir or --config"
+        )
+    return path
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -253,7 +265,9 @@ def _keys(args: argparse.Namespace) -> int:
     from pulseboard import admin
 
     if args.keys_command == "create":
-        return admin.run_keys_create(_data_dir(args), args.scope, args.name, sys.stdout)
+        return admin.run_keys_create(
+            _data_dir(args, create=True), args.scope, args.name, sys.stdout
+        )
     if args.keys_command == "list":
         return admin.run_keys_list(_data_dir(args), sys.stdout)
     return admin.run_keys_revoke(_data_dir(args), args.key_id, sys.stdout, sys.stderr)
