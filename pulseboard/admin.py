@@ -13,12 +13,11 @@ from pulseboard.adapters.sqlite import (
     LOG_FILE,
     META_FILE,
     STATE_FILE,
-    SqliteDeadLetters,
     SqliteKeys,
-    SqliteLogReader,
     SqliteState,
     now_ms,
 )
+from pulseboard.adapters.sqlite_log import SqliteDeadLetters, SqliteLogReader
 from pulseboard.auth import create_key
 from pulseboard.config import Config
 from pulseboard.reconcile import reconcile

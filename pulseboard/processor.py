@@ -40,12 +40,12 @@ from pulseboard.adapters.sqlite import (
     Commit,
     LateRow,
     SqliteCheckpoints,
-    SqliteLogReader,
     SqliteState,
     StoreUnavailable,
     WindowRow,
     now_ms,
 )
+from pulseboard.adapters.sqlite_log import SqliteLogReader
 from pulseboard.config import Config, MetricSpec
 from pulseboard.engine import Engine, Tick, WindowValue
 from pulseboard.events import Batch, EventDecoder, EventError

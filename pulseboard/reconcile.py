@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from pulseboard.adapters.sqlite import LateRow, SqliteLogReader, SqliteState, WindowRow
+from pulseboard.adapters.sqlite import LateRow, SqliteState, WindowRow
+from pulseboard.adapters.sqlite_log import SqliteLogReader
 from pulseboard.config import Config
 from pulseboard.engine import Engine, WindowValue
 from pulseboard.events import EventDecoder

@@ -25,14 +25,12 @@ from pulseboard.adapters.sqlite import (
     LOG_FILE,
     META_FILE,
     STATE_FILE,
-    Append,
-    DeadLetter,
     SqliteKeys,
-    SqliteLogWriter,
     SqliteState,
     StoreUnavailable,
     now_ms,
 )
+from pulseboard.adapters.sqlite_log import Append, DeadLetter, SqliteLogWriter
 from pulseboard.config import Config
 from pulseboard.errors import DecodeError, PulseboardError
 from pulseboard.events import Checked, EventDecoder

@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from pulseboard.adapters.sqlite import LOG_FILE, STATE_FILE, SqliteLogWriter, SqliteState
+from pulseboard.adapters.sqlite import LOG_FILE, STATE_FILE, SqliteState
+from pulseboard.adapters.sqlite_log import SqliteLogWriter
 from pulseboard.config import Config
 from pulseboard.events import EventDecoder
 from pulseboard.processor import Processor
