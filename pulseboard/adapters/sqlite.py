@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS history (
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (metric, window_start, labels)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_by_end ON history (window_end);
 CREATE TABLE IF NOT EXISTS hot (
     metric TEXT NOT NULL,
     window_start INTEGER NOT NULL,
