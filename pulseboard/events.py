@@ -17,7 +17,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import compress
 from operator import attrgetter
@@ -62,6 +62,8 @@ class EventError:
     error: str
     raw: bytes = field(default=b"", repr=False, compare=False)
     """The event as it arrived (JSON), for the dead-letter store."""
+    type: str | None = field(default=None, compare=False)
+    """The event type it claimed, when the config has that type (else None)."""
 
 
 @dataclass(slots=True)
@@ -171,7 +173,7 @@ class Batch:
             for name, tb in batch.types.items():
                 parts.setdefault(name, []).append(tb)
                 offsets.setdefault(name, []).append(offset)
-            errors.extend(EventError(e.index + offset, e.id, e.error, e.raw) for e in batch.errors)
+            errors.extend(replace(e, index=e.index + offset) for e in batch.errors)
             offset += batch.received
         types = {name: TypeBatch.concat(tbs, offsets[name]) for name, tbs in parts.items()}
         return Batch(types, errors, offset)
@@ -255,7 +257,7 @@ class EventDecoder:
         if not events:
             return Checked(None, {}, [], 0, 0, 0)
         times = _times(events)
-        if bool(((times > now_ms + self._max_future_ms) | (times < 0)).any()):
+        if bool(self._outside(times, now_ms).any()):
             return self._check_raws(self._split(body), now_ms)
         counts = Counter(self._spec_of[cls].name for cls in map(type, events))
         return Checked(body, dict(counts), [], len(events), int(times.min()), int(times.max()))
@@ -272,7 +274,7 @@ class EventDecoder:
                 errors.append(self._event_error(index, raw, exc))
                 continue
             time_ms = _to_ms(event.time)
-            if time_ms > now_ms + self._max_future_ms or time_ms < 0:
+            if self._outside(np.int64(time_ms), now_ms):
                 errors.append(self._time_error(event, index, time_ms, now_ms, bytes(raw)))
                 continue
             good.append(bytes(raw))
@@ -312,7 +314,11 @@ class EventDecoder:
         except (msgspec.ValidationError, msgspec.DecodeError):
             head = _IdOnly()
         event_id = head.id if isinstance(head.id, str) else None
-        return EventError(index, event_id, self._describe(index, head.type, exc), bytes(raw))
+        message = self._describe(index, head.type, exc)
+        claimed = (
+            head.type if isinstance(head.type, str) and head.type in self._config.events else None
+        )
+        return EventError(index, event_id, message, bytes(raw), claimed)
 
     def _describe(self, index: int, event_type: Any, exc: Exception) -> str:
         message = str(exc)
@@ -356,7 +362,7 @@ class EventDecoder:
             return Batch({}, errors, received)
         index = np.arange(n, dtype=np.int64) if positions is None else np.array(positions, np.int64)
         time_ms = _times(events)
-        outside = (time_ms > now_ms + self._max_future_ms) | (time_ms < 0)
+        outside = self._outside(time_ms, now_ms)
         if outside.any():
             errors.extend(
                 self._time_error(events[i], int(index[i]), int(time_ms[i]), now_ms)
@@ -390,6 +396,11 @@ class EventDecoder:
             types[spec.name] = TypeBatch(spec, where, ids, times, list(map(_DATA, chosen)))
         return Batch(types, errors, received)
 
+    def _outside(self, times: Any, now_ms: int) -> Any:
+        """Where ``times`` (epoch ms, an array or one value) may not be accepted: before 1970,
+        or more than ``max_future`` ahead of ``now_ms``."""
+        return (times > now_ms + self._max_future_ms) | (times < 0)
+
     def _time_error(
         self, event: Any, index: int, time_ms: int, now_ms: int, raw: bytes = b""
     ) -> EventError:
@@ -401,7 +412,8 @@ class EventDecoder:
             message = f"{ahead} ahead of the server clock; at most {limit} is accepted (max_future)"
         # without the bytes as sent (``decode`` does not keep them), the event re-encoded
         raw = raw or msgspec.json.encode(event)
-        return EventError(index, event.id, f"events[{index}].time: {message}", raw)
+        claimed = self._spec_of[type(event)].name
+        return EventError(index, event.id, f"events[{index}].time: {message}", raw, claimed)
 
 
 @dataclass(frozen=True, slots=True)

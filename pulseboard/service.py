@@ -261,7 +261,7 @@ class Service:
         for name, count in checked.counts.items():
             counts[name, "accepted"] = counts.get((name, "accepted"), 0) + count
         for error in checked.errors:
-            key = (_type_of(error.raw, self.config), "rejected")
+            key = (error.type or "(unknown)", "rejected")
             counts[key] = counts.get(key, 0) + 1
         self.counters.dead_letters += len(checked.errors)
 
@@ -278,17 +278,3 @@ def append_item(checked: Checked, received_ms: int) -> Append:
         checked.payload,
         dead,
     )
-
-
-class _TypeOnly(msgspec.Struct):
-    type: Any = None
-
-
-def _type_of(raw: bytes, config: Config) -> str:
-    """The ``type`` a rejected event claimed, for the ingest counters; types the config does
-    not know are pooled as ``(unknown)`` so a bad client cannot create label values."""
-    try:
-        value = msgspec.json.decode(raw, type=_TypeOnly).type
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        value = None
-    return value if isinstance(value, str) and value in config.events else "(unknown)"
