@@ -23,9 +23,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from pulseboard import series
 from pulseboard.adapters.sqlite import now_ms
 from pulseboard.auth import AuthError, Authorizer
+from pulseboard.engine import aggregator_for
 from pulseboard.errors import DecodeError
 from pulseboard.live import Subscriber
 from pulseboard.openapi import OPENAPI
+from pulseboard.processor import current_payload
 from pulseboard.service import Overloaded, Service, TooLarge, gunzip
 from pulseboard.telemetry import Telemetry
 
@@ -113,7 +115,7 @@ class Api:
                     "every_ms": spec.every_ms,
                     "group_by": list(spec.group_by),
                     "where": spec.where.text if spec.where is not None else None,
-                    "current": msgspec.json.decode(body) if body is not None else None,
+                    "current": msgspec.Raw(body) if body is not None else None,
                 }
             )
         return _json(msgspec.json.encode({"metrics": out}), max_age_s=self.max_age_s)
@@ -124,19 +126,10 @@ class Api:
         if spec is None:
             return self._unknown_metric(name)
         body = self.service.current_body(name)
-        if body is None:
-            body = msgspec.json.encode(
-                {
-                    "metric": name,
-                    "agg": spec.agg,
-                    "window_ms": spec.window_ms,
-                    "every_ms": spec.every_ms,
-                    "as_of": None,
-                    "stream_time": None,
-                    "stale": self.service.stale(),
-                    "values": [],
-                }
-            )
+        if body is None:  # nothing computed yet
+            empty = current_payload(spec, [], None, None)
+            empty["stale"] = self.service.stale()
+            body = msgspec.json.encode(empty)
         return _json(body, max_age_s=self.max_age_s)
 
     async def get_series(self, request: Request) -> Response:
@@ -153,7 +146,7 @@ class Api:
             req = series.request(spec, dict(request.query_params), now_ms())
         except series.QueryError as exc:
             return error(400, str(exc))
-        agg = series.aggregator_for(self.service.config, spec)
+        agg = aggregator_for(self.service.config, spec)
         result = await asyncio.to_thread(series.read_series, self.service.state, agg, req)
         result["stale"] = self.service.stale()
         body = msgspec.json.encode(result)

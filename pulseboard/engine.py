@@ -249,11 +249,9 @@ class Engine:
     def __init__(self, config: Config) -> None:
         self._config = config
         lateness = config.pipeline.lateness_ms
-        threshold = config.pipeline.distinct_exact_threshold
         self._metrics: dict[str, _Metric] = {}
         for spec in config.metrics:
-            agg = make_distinct(threshold) if spec.agg == "distinct" else get_aggregator(spec.agg)
-            self._metrics[spec.name] = _Metric(spec, agg, lateness)
+            self._metrics[spec.name] = _Metric(spec, aggregator_for(config, spec), lateness)
         self._by_event: dict[str, list[_Metric]] = {}
         for metric in self._metrics.values():
             self._by_event.setdefault(metric.spec.event, []).append(metric)
@@ -556,6 +554,13 @@ class Engine:
             metric.buckets = {
                 b: {label: loads(s) for label, s in slots} for b, slots in saved["buckets"]
             }
+
+
+def aggregator_for(config: Config, spec: MetricSpec) -> Aggregator:
+    """The aggregator of ``spec`` (``distinct`` with the config's exact threshold)."""
+    if spec.agg == "distinct":
+        return make_distinct(config.pipeline.distinct_exact_threshold)
+    return get_aggregator(spec.agg)
 
 
 def _joined(arrays: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:

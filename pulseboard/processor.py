@@ -113,7 +113,7 @@ class Checkpointer:
 
 
 def current_payload(
-    spec: MetricSpec, values: list[WindowValue], stream_time_ms: int | None, as_of_ms: int
+    spec: MetricSpec, values: list[WindowValue], stream_time_ms: int | None, as_of_ms: int | None
 ) -> dict[str, Any]:
     """The body of ``GET /v1/metrics/{name}`` (``stale`` is decided by whoever serves it)."""
     return {

@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 
 from pulseboard.adapters.sqlite import SqliteState, WindowRow
-from pulseboard.aggregates import Aggregator, get_aggregator, make_distinct
-from pulseboard.config import Config, MetricSpec
+from pulseboard.aggregates import Aggregator
+from pulseboard.config import MetricSpec
 from pulseboard.durations import format_duration_ms, parse_duration_ms
 from pulseboard.errors import PulseboardError
 
@@ -102,12 +102,6 @@ def request(spec: MetricSpec, params: dict[str, str], now_ms: int) -> SeriesRequ
             f"at most {MAX_POINTS} are served, so widen step or narrow the range"
         )
     return SeriesRequest(spec, start, end, step)
-
-
-def aggregator_for(config: Config, spec: MetricSpec) -> Aggregator:
-    if spec.agg == "distinct":
-        return make_distinct(config.pipeline.distinct_exact_threshold)
-    return get_aggregator(spec.agg)
 
 
 def read_series(state: SqliteState, agg: Aggregator, req: SeriesRequest) -> dict[str, Any]:

@@ -12,9 +12,10 @@ import pytest
 from pulseboard.adapters.sqlite import LOG_FILE, STATE_FILE, SqliteState
 from pulseboard.adapters.sqlite_log import SqliteLogWriter
 from pulseboard.config import Config
+from pulseboard.engine import aggregator_for
 from pulseboard.events import EventDecoder
 from pulseboard.processor import Processor
-from pulseboard.series import aggregator_for, read_series, request
+from pulseboard.series import read_series, request
 from pulseboard.service import append_item
 from tests.conftest import make_config
 
