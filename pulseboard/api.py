@@ -15,14 +15,27 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from pulseboard import series
-from pulseboard.adapters.sqlite import now_ms
+from pulseboard import pipeline_stats, series
+from pulseboard.adapters.sqlite import StoredDashboard, now_ms
 from pulseboard.auth import AuthError, Authorizer
+from pulseboard.config import Config
+from pulseboard.dashboards import (
+    PIPELINE_STATS,
+    DashboardError,
+    config_dashboard,
+    dashboard_json,
+    parse_dashboard,
+    pipeline_stat,
+    stored_dashboard,
+)
 from pulseboard.engine import aggregator_for
 from pulseboard.errors import DecodeError
 from pulseboard.live import Subscriber
@@ -30,9 +43,11 @@ from pulseboard.openapi import OPENAPI
 from pulseboard.processor import current_payload
 from pulseboard.service import Overloaded, Service, TooLarge, gunzip
 from pulseboard.telemetry import Telemetry
+from pulseboard.web import StaticApp
 
 JSON_TYPES = ("application/json", "")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
+MAX_DASHBOARD_BYTES = 256 * 1024
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -159,6 +174,86 @@ class Api:
         known = ", ".join(m.name for m in self.service.config.metrics)
         return error(404, f"no metric named {name!r}; the config defines: {known}")
 
+    # --- dashboards -----------------------------------------------------------------------
+
+    def _dashboard(self, ident: str) -> dict[str, Any] | None:
+        service = self.service
+        spec = next((d for d in service.config.dashboards if d.id == ident), None)
+        if spec is not None:
+            return config_dashboard(spec)
+        stored = service.dashboards.get(ident)
+        if stored is None:
+            return None
+        return stored_dashboard(stored.id, stored.body, stored.updated_ms, service.config)
+
+    def _unknown_dashboard(self, ident: str) -> Response:
+        known = [d.id for d in self.service.config.dashboards]
+        known += [d.id for d in self.service.dashboards.all()]
+        return error(404, f"no dashboard {ident!r}; known: {', '.join(known) or 'none'}")
+
+    async def list_dashboards(self, request: Request) -> Response:
+        service = self.service
+        out = [config_dashboard(spec) for spec in service.config.dashboards]
+        stored = await asyncio.to_thread(service.dashboards.all)
+        out += [stored_dashboard(d.id, d.body, d.updated_ms, service.config) for d in stored]
+        return _json(msgspec.json.encode({"dashboards": out}))
+
+    async def get_dashboard(self, request: Request) -> Response:
+        ident = request.path_params["id"]
+        found = await asyncio.to_thread(self._dashboard, ident)
+        if found is None:
+            return self._unknown_dashboard(ident)
+        return _json(msgspec.json.encode(found))
+
+    def _read_only(self, ident: str) -> Response | None:
+        if any(d.id == ident for d in self.service.config.dashboards):
+            return error(
+                409,
+                f"dashboard {ident!r} is defined in the config file and is read-only here; "
+                "save a copy under another id, or change the config",
+            )
+        return None
+
+    async def put_dashboard(self, request: Request) -> Response:
+        ident = request.path_params["id"]
+        refused = self._read_only(ident)
+        if refused is not None:
+            return refused
+        try:
+            body = await _read_body(request, MAX_DASHBOARD_BYTES)
+            spec = parse_dashboard(ident, body, self.service.config)
+        except TooLarge:
+            return error(413, f"a dashboard body is at most {MAX_DASHBOARD_BYTES} bytes")
+        except DashboardError as exc:
+            return error(400, str(exc))
+        stored = StoredDashboard(ident, msgspec.json.encode(dashboard_json(spec)), now_ms())
+        created = await asyncio.to_thread(self.service.dashboards.put, stored)
+        out = stored_dashboard(stored.id, stored.body, stored.updated_ms, self.service.config)
+        return _json(msgspec.json.encode(out), status=201 if created else 200)
+
+    async def delete_dashboard(self, request: Request) -> Response:
+        ident = request.path_params["id"]
+        refused = self._read_only(ident)
+        if refused is not None:
+            return refused
+        if not await asyncio.to_thread(self.service.dashboards.delete, ident):
+            return self._unknown_dashboard(ident)
+        return Response(status_code=204)
+
+    async def pipeline(self, request: Request) -> Response:
+        text = request.query_params.get("from", "-5m")
+        try:
+            from_ms = series.parse_time(text, now_ms(), "from")
+        except series.QueryError as exc:
+            return error(400, str(exc))
+        sampler = self.service.sampler
+        body = {
+            "current": sampler.current(),
+            "history": sampler.history(from_ms),
+            "metrics": pipeline_stats.metric_stats(self.service.stats),
+        }
+        return _json(msgspec.json.encode(body))
+
     # --- live -----------------------------------------------------------------------------
 
     def _metrics_of(self, message: Any) -> list[str]:
@@ -167,24 +262,36 @@ class Api:
         if isinstance(message, dict) and isinstance(message.get("subscribe"), list):
             names = message["subscribe"]
         elif isinstance(message, dict) and isinstance(message.get("dashboard"), str):
-            board = next((d for d in config.dashboards if d.id == message["dashboard"]), None)
+            board = self._dashboard(message["dashboard"])
             if board is None:
                 known = ", ".join(d.id for d in config.dashboards)
                 raise ValueError(f"no dashboard {message['dashboard']!r}; known: {known}")
-            names = [p.metric for p in board.panels]
+            names = [p["metric"] for p in board["panels"]]
+            names += [p["divide_by"] for p in board["panels"] if p.get("divide_by")]
         else:
             raise ValueError('expected {"subscribe": ["metric", ...]} or {"dashboard": "id"}')
         if not names:
             raise ValueError("no metrics given; name at least one")
-        unknown = [n for n in names if not isinstance(n, str) or config.metric(n) is None]
+        unknown = [n for n in names if not _known(config, n)]
         if unknown:
             raise ValueError(f"unknown metrics {unknown!r}")
-        return list(dict.fromkeys(names))
+        # every pipeline stat comes in one message per tick, on one channel
+        return list(
+            dict.fromkeys(
+                pipeline_stats.CHANNEL if pipeline_stat(n) is not None else n for n in names
+            )
+        )
 
     def _subscribe(self, subscriber: Subscriber, names: list[str]) -> None:
-        self.service.hub.subscribe(subscriber, names)
+        service = self.service
+        service.hub.subscribe(subscriber, names)
         for name in names:
-            body = self.service.current_body(name)
+            if name == pipeline_stats.CHANNEL:
+                sample = service.sampler.current()
+                if sample is not None:
+                    subscriber.offer(pipeline_stats.message(sample, service.stats).decode())
+                continue
+            body = service.current_body(name)
             if body is not None:
                 subscriber.offer(body.decode())
 
@@ -307,7 +414,28 @@ class Api:
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", guarded("read", self.prometheus), methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/v1/dashboards", guarded("read", self.list_dashboards), methods=["GET"]),
+            Route("/v1/dashboards/{id}", guarded("read", self.get_dashboard), methods=["GET"]),
+            Route(
+                "/v1/dashboards/{id}",
+                guarded("dashboards", self.put_dashboard),
+                methods=["PUT"],
+            ),
+            Route(
+                "/v1/dashboards/{id}",
+                guarded("dashboards", self.delete_dashboard),
+                methods=["DELETE"],
+            ),
+            Route("/v1/pipeline", guarded("read", self.pipeline), methods=["GET"]),
         ]
+
+
+def _known(config: Config, name: object) -> bool:
+    """A metric of the config, or a pipeline stat."""
+    if not isinstance(name, str):
+        return False
+    stat = pipeline_stat(name)
+    return config.metric(name) is not None if stat is None else stat in PIPELINE_STATS
 
 
 async def _send_loop(ws: WebSocket, subscriber: Subscriber) -> None:
@@ -362,5 +490,24 @@ def create_app(service: Service, *, require_keys: bool) -> Starlette:
         return error(exc.status_code, message, dict(exc.headers or {}))
 
     return Starlette(
-        routes=api.routes(), lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=[*api.routes(), *StaticApp().routes()],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+        middleware=[Middleware(_Compress)],
     )
+
+
+class _Compress:
+    """gzip for answers of 1 KiB or more (series, metric lists) when the client accepts it;
+    ingest bypasses it (its answers are small and its path is the hot one), and so do
+    WebSockets; server-sent events are never compressed (they must flush per message)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=1024)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/v1/events":
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pulseboard.adapters.sqlite import KeyRecord, SqliteKeys, now_ms
 from pulseboard.errors import PulseboardError
 
-SCOPES = ("ingest", "read", "admin")
+SCOPES = ("ingest", "read", "dashboards", "admin")
 _CACHE_S = 5.0
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pulseboard.auth import SCOPES
 from pulseboard.errors import PulseboardError
 
 
@@ -80,7 +81,7 @@ def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--scope",
         action="append",
         required=True,
-        choices=["ingest", "read", "admin"],
+        choices=list(SCOPES),
         help="a scope the key grants (repeat for several)",
     )
     create.add_argument("--name", default="", help="a note on what the key is for")

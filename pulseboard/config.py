@@ -136,8 +136,13 @@ class PanelSpec:
     """One panel of a dashboard."""
 
     metric: str
+    """A metric of the config, or a pipeline stat ``pipeline.<stat>``."""
     kind: PanelKind = "timeseries"
     title: str | None = None
+    compare_ms: int | None = None
+    """Show the metric this long ago too: a stat's change against it, else a split view."""
+    divide_by: str | None = None
+    """Another metric; the panel shows the ratio metric / divide_by (by labels and window)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,8 @@ class DashboardSpec:
     id: str
     title: str
     panels: tuple[PanelSpec, ...]
+    range_ms: int = 5 * 60_000
+    """The time range the dashboard opens with (history is fetched further only on demand)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,6 @@ from pulseboard.config import (
     FieldType,
     LimitsSpec,
     MetricSpec,
-    PanelKind,
-    PanelSpec,
     PipelineSpec,
     RetentionSpec,
     StorageSpec,
@@ -50,11 +48,11 @@ from pulseboard.config_values import (
     read_list,
     read_mapping,
     read_name,
-    read_panel_kind,
     read_positive_int,
     read_string,
     valid_names,
 )
+from pulseboard.dashboards import check_dashboard
 from pulseboard.durations import dividing_step_ms, format_duration_ms
 from pulseboard.errors import ConfigError, ExprError
 
@@ -88,8 +86,6 @@ _METRIC_KEYS = (
     "where",
     "max_label_sets",
 )
-_DASHBOARD_KEYS = ("id", "title", "panels")
-_PANEL_KEYS = ("metric", "kind", "title")
 
 _DEFAULT_STORAGE = StorageSpec()
 _DEFAULT_PIPELINE = PipelineSpec()
@@ -527,50 +523,6 @@ def _check_metrics(
 # --- dashboards ----------------------------------------------------------------------------
 
 
-def _check_panel(
-    p: Problems, value: object, loc: str, metrics: set[str] | None
-) -> PanelSpec | None:
-    mapping = read_mapping(p, value, loc, "a mapping like {metric: ..., kind: timeseries}")
-    if mapping is None:
-        return None
-    mark = len(p)
-    check_keys(p, mapping, loc, _PANEL_KEYS, required=("metric",))
-    metric = None
-    if "metric" in mapping:
-        metric = read_string(p, mapping["metric"], at(loc, "metric"), "a metric name")
-    if metric is not None and metrics is not None and metric not in metrics:
-        choices = valid_names(sorted(metrics))
-        p.add(at(loc, "metric"), f"unknown metric {metric!r}" + hint(metric, choices))
-    kind: PanelKind | None = read_key(p, mapping, loc, "kind", read_panel_kind, "timeseries")
-    title = read_key(p, mapping, loc, "title", read_string)
-    if len(p) > mark or metric is None or kind is None:
-        return None
-    return PanelSpec(metric=metric, kind=kind, title=title)
-
-
-def _check_dashboard(
-    p: Problems, value: object, loc: str, metrics: set[str] | None
-) -> tuple[DashboardSpec | None, str | None]:
-    mapping = read_mapping(p, value, loc, "a mapping like {id: ..., title: ..., panels: [...]}")
-    if mapping is None:
-        return None, None
-    mark = len(p)
-    check_keys(p, mapping, loc, _DASHBOARD_KEYS, required=("id", "title", "panels"))
-    ident = read_name(p, mapping["id"], at(loc, "id"), "dashboard") if "id" in mapping else None
-    title = read_key(p, mapping, loc, "title", read_string)
-    panels: list[PanelSpec | None] = []
-    if "panels" in mapping:
-        ploc = at(loc, "panels")
-        items = read_list(p, mapping["panels"], ploc, "a list of panels")
-        if items == []:
-            p.add(ploc, "a dashboard needs at least one panel")
-        for index, item in enumerate(items or ()):
-            panels.append(_check_panel(p, item, f"{ploc}[{index}]", metrics))
-    if len(p) > mark or ident is None or title is None:
-        return None, ident
-    return DashboardSpec(id=ident, title=title, panels=tuple(filter(None, panels))), ident
-
-
 def _check_dashboards(p: Problems, value: object, metrics: set[str] | None) -> list[DashboardSpec]:
     if value is None:
         return []
@@ -579,7 +531,7 @@ def _check_dashboards(p: Problems, value: object, metrics: set[str] | None) -> l
         p,
         items or [],
         "dashboards",
-        lambda item, loc: _check_dashboard(p, item, loc, metrics),
+        lambda item, loc: check_dashboard(p, item, loc, metrics),
         "id",
         "dashboard id",
     )

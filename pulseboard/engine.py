@@ -270,6 +270,8 @@ class Engine:
         self._changed: set[str] = set()
         self.duplicates = 0
         """Events dropped because their id was already counted."""
+        self.state_bytes: dict[str, int] = {}
+        """Per metric, the encoded size of its open buckets' states at the last snapshot."""
 
     @property
     def stream_time_ms(self) -> int | None:
@@ -488,16 +490,20 @@ class Engine:
         metrics = {}
         for name, m in self._metrics.items():
             dumps = m.agg.dumps
+            buckets: list[list[Any]] = []
+            size = 0
+            for b, slots in m.buckets.items():
+                encoded = [(label, dumps(s)) for label, s in slots.items()]
+                size += sum(len(state) for _, state in encoded)
+                buckets.append([b, encoded])  # msgpack writes tuples as arrays
+            self.state_bytes[name] = size
             metrics[name] = {
                 "signature": m.signature(),
                 "labels": [list(k) for k in m.labels],
                 "other_id": m.other_id,
                 "overflow": m.overflow_events,
                 "final_through": m.final_through_ms,
-                "buckets": [
-                    [b, [[label, dumps(s)] for label, s in slots.items()]]
-                    for b, slots in m.buckets.items()
-                ],
+                "buckets": buckets,
             }
         payload = {
             "version": SNAPSHOT_VERSION,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pulseboard.openapi_boards import PARAMETERS, PATHS, SCHEMAS, TAG
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -25,8 +27,9 @@ OPENAPI: dict[str, Any] = {
             "API keys (`Authorization: Bearer pb_<id>_<secret>`, or `?key=` where a browser "
             "cannot set headers) are required when the server listens on a non-loopback "
             "address or runs with `--require-keys`; otherwise every request is allowed. A key "
-            "has scopes `ingest`, `read` and/or `admin`; `admin` grants every scope. The scope "
-            "each operation needs is listed in its `security` requirement."
+            "has scopes `ingest`, `read`, `dashboards` and/or `admin`; `admin` grants every "
+            "scope. The scope each operation needs is listed in its `security` requirement.\n\n"
+            "The web UI is served at `/` (not described here)."
         ),
         "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
     },
@@ -915,7 +918,16 @@ OPENAPI: dict[str, Any] = {
                     {
                         "type": "object",
                         "required": ["subscribe"],
-                        "properties": {"subscribe": {"type": "array", "items": {"type": "string"}}},
+                        "properties": {
+                            "subscribe": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": (
+                                    "Metric names; any `pipeline.<stat>` name subscribes to "
+                                    "the `PipelineMessage` of every tick."
+                                ),
+                            }
+                        },
                     },
                     {
                         "type": "object",
@@ -923,7 +935,10 @@ OPENAPI: dict[str, Any] = {
                         "properties": {
                             "dashboard": {
                                 "type": "string",
-                                "description": "A dashboard id: subscribes to its panels' metrics.",
+                                "description": (
+                                    "A dashboard id (of the config or saved): subscribes to "
+                                    "its panels' metrics."
+                                ),
                             }
                         },
                     },
@@ -941,10 +956,25 @@ OPENAPI: dict[str, Any] = {
                 "description": "A server message on /v1/live (and each SSE `data:` line).",
                 "oneOf": [
                     {"$ref": "#/components/schemas/MetricValue"},
+                    {"$ref": "#/components/schemas/PipelineMessage"},
                     {"$ref": "#/components/schemas/Heartbeat"},
                     {"$ref": "#/components/schemas/Error"},
                 ],
             },
         },
+    },
+}
+
+OPENAPI["tags"].insert(3, TAG)
+OPENAPI["paths"].update(PATHS)
+OPENAPI["components"]["schemas"].update(SCHEMAS)
+OPENAPI["components"]["parameters"].update(PARAMETERS)
+OPENAPI["components"]["schemas"]["PipelineMessage"] = {
+    "type": "object",
+    "description": "Pushed every tick to subscribers of any `pipeline.<stat>`.",
+    "required": ["pipeline", "metrics"],
+    "properties": {
+        "pipeline": {"$ref": "#/components/schemas/PipelineSample"},
+        "metrics": {"type": "array", "items": {"$ref": "#/components/schemas/MetricFootprint"}},
     },
 }

@@ -151,6 +151,7 @@ class Stats:
     lag_s: float = 0.0
     tick_ms: float = 0.0
     label_sets: dict[str, int] = field(default_factory=dict)
+    state_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class Processor:
@@ -339,6 +340,7 @@ class Processor:
             stats.lag_s = 0.0
         stats.tick_ms = (time.perf_counter() - started) * 1000
         stats.label_sets = {m.name: self.engine.label_sets(m.name) for m in self.config.metrics}
+        stats.state_bytes = self.engine.state_bytes
 
 
 def _stats_dict(stats: Stats) -> dict[str, Any]:

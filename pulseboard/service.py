@@ -20,11 +20,12 @@ from typing import Any
 
 import msgspec
 
-from pulseboard import processor
+from pulseboard import pipeline_stats, processor
 from pulseboard.adapters.sqlite import (
     LOG_FILE,
     META_FILE,
     STATE_FILE,
+    SqliteDashboards,
     SqliteKeys,
     SqliteState,
     StoreUnavailable,
@@ -66,6 +67,7 @@ class Counters:
     """What ingest counted since the process started (for ``/metrics``)."""
 
     by_type: dict[tuple[str, str], int] = field(default_factory=dict)
+    accepted: int = 0
     dead_letters: int = 0
 
 
@@ -92,7 +94,9 @@ class Service:
         self.writer = SqliteLogWriter(data_dir / LOG_FILE)
         self.state = SqliteState(data_dir / STATE_FILE, readonly=True)
         self.keys = SqliteKeys(data_dir / META_FILE)
+        self.dashboards = SqliteDashboards(data_dir / META_FILE)
         self.hub = Hub()
+        self.sampler = pipeline_stats.Sampler(self, config.pipeline.tick_ms)
         self.counters = Counters()
         self.current: dict[str, bytes] = self.state.current()
         self.stats: dict[str, Any] = {}
@@ -109,6 +113,7 @@ class Service:
         self._start_processor()
         self._tasks.append(asyncio.create_task(self._supervise()))
         self._tasks.append(asyncio.create_task(self._heartbeat()))
+        self._tasks.append(asyncio.create_task(self._sample()))
 
     async def stop(self) -> None:
         """Stop taking events, let the processor drain and checkpoint, close the files."""
@@ -120,6 +125,7 @@ class Service:
         await asyncio.to_thread(self._stop_processor)
         self.state.close()
         self.keys.close()
+        self.dashboards.close()
 
     def _start_processor(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -178,6 +184,15 @@ class Service:
             await asyncio.sleep(HEARTBEAT_S)
             self.hub.broadcast(msgspec.json.encode({"heartbeat": now_ms()}).decode())
 
+    async def _sample(self) -> None:
+        """Each tick, a pipeline sample for the UI, pushed to its live subscribers."""
+        tick_s = self.config.pipeline.tick_ms / 1000
+        while True:
+            await asyncio.sleep(tick_s - time.time() % tick_s)
+            sample = self.sampler.sample(now_ms())
+            body = pipeline_stats.message(sample, self.stats)
+            self.hub.publish(pipeline_stats.CHANNEL, body.decode())
+
     def _wake(self, _pos: int) -> None:
         """After a log commit (writer thread): nudge the processor."""
         conn = self._conn
@@ -204,6 +219,20 @@ class Service:
             self.hub.publish(name, body.decode())
 
     # --- state ---------------------------------------------------------------------------------
+
+    def totals(self) -> tuple[int, int, int]:
+        """Accepted and rejected events since start, events processed by the processor."""
+        c = self.counters
+        return c.accepted, c.dead_letters, int(self.stats.get("events", 0))
+
+    def processor_stats(self) -> dict[str, Any]:
+        return self.stats
+
+    def live_clients(self) -> int:
+        return len(self.hub.subscribers)
+
+    def processor_up(self) -> bool:
+        return not self.stale()
 
     def processor_alive(self) -> bool:
         return self._child is not None and self._child.is_alive()
@@ -263,6 +292,7 @@ class Service:
         for error in checked.errors:
             key = (error.type or "(unknown)", "rejected")
             counts[key] = counts.get(key, 0) + 1
+        self.counters.accepted += checked.accepted
         self.counters.dead_letters += len(checked.errors)
 
 

@@ -114,6 +114,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_ms INTEGER NOT NULL,
     revoked_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS dashboards (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
 """
 
 
@@ -441,6 +446,59 @@ class SqliteKeys:
                 "UPDATE api_keys SET revoked_ms = ? WHERE key_id = ? AND revoked_ms IS NULL",
                 (now_ms(), key_id),
             )
+        return cursor.rowcount > 0
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDashboard:
+    """A dashboard saved by a user: its id, its JSON body and when it was last saved."""
+
+    id: str
+    body: bytes
+    updated_ms: int
+
+
+class SqliteDashboards:
+    """``meta.db``: dashboards saved through the API (the config's own are not stored)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, _META_SCHEMA)
+        self._lock = threading.Lock()
+
+    def all(self) -> list[StoredDashboard]:
+        """Every saved dashboard, by id."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, body, updated_ms FROM dashboards ORDER BY id"
+            ).fetchall()
+        return [StoredDashboard(r[0], bytes(r[1]), r[2]) for r in rows]
+
+    def get(self, ident: str) -> StoredDashboard | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, body, updated_ms FROM dashboards WHERE id = ?", (ident,)
+            ).fetchone()
+        return None if row is None else StoredDashboard(row[0], bytes(row[1]), row[2])
+
+    def put(self, dashboard: StoredDashboard) -> bool:
+        """Save ``dashboard``, replacing one with its id; True if it is new."""
+        with self._lock, transaction(self._conn) as conn:
+            existed = conn.execute(
+                "SELECT 1 FROM dashboards WHERE id = ?", (dashboard.id,)
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO dashboards (id, body, updated_ms) VALUES (?, ?, ?)",
+                (dashboard.id, dashboard.body, dashboard.updated_ms),
+            )
+        return existed is None
+
+    def delete(self, ident: str) -> bool:
+        """Delete the dashboard ``ident``; False if there was none."""
+        with self._lock, transaction(self._conn) as conn:
+            cursor = conn.execute("DELETE FROM dashboards WHERE id = ?", (ident,))
         return cursor.rowcount > 0
 
     def close(self) -> None:

@@ -237,7 +237,7 @@ def test_demo_config_is_valid_and_complete() -> None:
     config = load_config(DEMO)
 
     assert list(config.events) == ["page_view", "add_to_cart", "order", "signup", "error"]
-    assert len(config.metrics) == 15
+    assert len(config.metrics) == 19
     assert [d.id for d in config.dashboards] == ["operations", "management", "engineering"]
     assert all(3 <= len(d.panels) <= 6 for d in config.dashboards)
     p95 = config.metric("checkout_p95")
@@ -1014,7 +1014,7 @@ def test_run_check_on_a_valid_file_prints_the_summary_and_exits_0() -> None:
     assert err.getvalue() == ""
     lines = out.getvalue().splitlines()
     assert lines[0] == f"{DEMO}: OK"
-    assert lines[1] == "5 event types, 15 metrics, 3 dashboards (17 panels)"
+    assert lines[1] == "5 event types, 19 metrics, 3 dashboards (16 panels)"
     assert "  big_orders: count of order per 1m window, where amount >= 100" in lines
     assert "  active_users: distinct(user) of page_view per 5m window sliding every 10s" in lines
 

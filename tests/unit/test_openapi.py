@@ -20,7 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 
 import pulseboard
 from pulseboard.api import Api
-from pulseboard.auth import create_key
+from pulseboard.auth import SCOPES, create_key
 from pulseboard.engine import WindowValue
 from pulseboard.openapi import OPENAPI
 from pulseboard.processor import current_payload
@@ -49,6 +49,7 @@ KNOWN_KEYWORDS = {
     "properties",
     "additionalProperties",
     "items",
+    "minItems",
     "maxItems",
     "minimum",
     "maximum",
@@ -113,6 +114,8 @@ def _choice_errors(schema: dict[str, Any], value: Any, where: str) -> list[str]:
 
 def _array_errors(schema: dict[str, Any], value: list[Any], where: str) -> list[str]:
     errors = []
+    if "minItems" in schema and len(value) < schema["minItems"]:
+        errors.append(f"{where}: {len(value)} items, at least {schema['minItems']}")
     if "maxItems" in schema and len(value) > schema["maxItems"]:
         errors.append(f"{where}: {len(value)} items, at most {schema['maxItems']}")
     for i, item in enumerate(value):
@@ -298,7 +301,9 @@ def test_security_names_only_defined_schemes_and_real_scopes() -> None:
         for requirement in op["security"]:
             for name, scopes in requirement.items():
                 assert name in schemes, f"{method} {path}"
-                assert len(scopes) == 1 and scopes[0] in ("ingest", "read"), f"{method} {path}"
+                assert len(scopes) == 1 and scopes[0] in ("ingest", "read", "dashboards"), (
+                    f"{method} {path}"
+                )
 
 
 def test_every_error_response_has_the_error_body() -> None:
@@ -370,7 +375,7 @@ def test_the_current_value_schema_is_what_the_processor_builds() -> None:
 
 def test_each_operation_needs_the_scope_it_documents(service: Service) -> None:
     """A key with exactly the documented scope gets past auth; any other scope gets 403."""
-    keys = {scope: create_key(service.keys, [scope]) for scope in ("ingest", "read", "admin")}
+    keys = {scope: create_key(service.keys, [scope]) for scope in SCOPES}
     app = Starlette(routes=Api(service, require_keys=True).routes())
     # requests that stop right after auth with a 4xx of their own, touching no store
     probes: dict[tuple[str, str], dict[str, Any]] = {
@@ -385,7 +390,7 @@ def test_each_operation_needs_the_scope_it_documents(service: Service) -> None:
         if key is not None:
             headers["authorization"] = f"Bearer {key}"
         kwargs = {k: v for k, v in probe.items() if k != "headers"}
-        url = path.replace("{name}", "orders")
+        url = path.replace("{name}", "orders").replace("{id}", "nothing")
         response = await client.request(method, url, headers=headers, **kwargs)
         return response.status_code
 
@@ -410,4 +415,4 @@ def test_each_operation_needs_the_scope_it_documents(service: Service) -> None:
                 checked += 1
         return checked
 
-    assert asyncio.run(run()) == 6
+    assert asyncio.run(run()) == 11
