@@ -171,7 +171,7 @@ def parse_dashboard(ident: str, body: bytes, config: Config) -> DashboardSpec:
         raise DashboardError([f"dashboard: the body is not valid JSON: {exc}"]) from exc
     if not isinstance(data, dict):
         raise DashboardError(
-            [f"expected a JSON object {{title, panels, ...}}, got {describe(data)}"]
+            [f"dashboard: expected a JSON object {{title, panels, ...}}, got {describe(data)}"]
         )
     if data.get("id", ident) != ident:
         raise DashboardError([f"id: {data['id']!r} in the body differs from {ident!r} in the path"])

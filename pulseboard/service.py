@@ -186,10 +186,16 @@ class Service:
 
     async def _sample(self) -> None:
         """Each tick, a pipeline sample for the UI, pushed to its live subscribers."""
-        tick_s = self.config.pipeline.tick_ms / 1000
+        tick_ms = self.config.pipeline.tick_ms
+        at_ms = now_ms() // tick_ms * tick_ms
         while True:
-            await asyncio.sleep(tick_s - time.time() % tick_s)
-            sample = self.sampler.sample(now_ms())
+            at_ms += tick_ms
+            delay_ms = at_ms - now_ms()
+            if delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000)
+            else:  # fell behind (a busy loop): skip the missed ticks
+                at_ms = now_ms() // tick_ms * tick_ms
+            sample = self.sampler.sample(at_ms)
             body = pipeline_stats.message(sample, self.stats)
             self.hub.publish(pipeline_stats.CHANNEL, body.decode())
 
