@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -110,7 +111,7 @@ def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     simulate.add_argument("--seed", type=int, help="random seed")
 
     bench = commands.add_parser("bench", help="run a benchmark and print its result")
-    bench.add_argument("name", choices=["engine", "pipeline"], help="which benchmark")
+    bench.add_argument("name", choices=["engine", "pipeline", "web"], help="which benchmark")
     bench.add_argument("--events", type=_positive, help="events to process or send")
     bench.add_argument(
         "--workers",
@@ -119,7 +120,9 @@ def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=2,
         help="engine: 1 decodes and aggregates in one process, 2 in two",
     )
-    bench.add_argument("--repeat", type=_positive, default=3, help="rounds to take the best of")
+    bench.add_argument(
+        "--repeat", type=_positive, default=3, help="rounds to take the best of (web: page loads)"
+    )
     bench.add_argument("--producers", type=_positive, default=4, help="pipeline: producers")
     bench.add_argument(
         "--rate", type=_positive, default=50_000, help="pipeline: events/s of the freshness phase"
@@ -215,6 +218,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.name == "web":
+        from pulseboard.benchmarks.web import run_web_bench
+
+        result = run_web_bench(runs=args.repeat)
+        print(json.dumps(result, indent=None if args.json else 2))
+        return 0
     if args.name == "pipeline":
         from pulseboard.benchmarks.pipeline import run_pipeline_bench
 
