@@ -52,16 +52,31 @@ class StaticApp:
     def __init__(self, root: Path = STATIC_DIR) -> None:
         self.root = root
         self._files: dict[str, _File] = {}
-        if (root / "index.html").is_file():
-            for path in root.rglob("*"):
+        self._built_ns: int | None = None
+        self._reload()
+
+    def _reload(self) -> None:
+        """Read the build again if ``index.html`` changed (a rebuild while the server runs
+        deletes the old hashed assets; the new page names the new ones)."""
+        try:
+            built_ns = (self.root / "index.html").stat().st_mtime_ns
+        except OSError:
+            built_ns = None
+        if built_ns == self._built_ns:
+            return
+        files = {}
+        if built_ns is not None:
+            for path in self.root.rglob("*"):
                 if path.is_file():
-                    self._files[path.relative_to(root).as_posix()] = _load(path)
+                    files[path.relative_to(self.root).as_posix()] = _load(path)
+        self._files, self._built_ns = files, built_ns
 
     @property
     def built(self) -> bool:
         return "index.html" in self._files
 
     async def index(self, request: Request) -> Response:
+        self._reload()
         if not self.built:
             return Response(
                 _NOT_BUILT.format(dir=self.root), status_code=503, media_type="text/plain"

@@ -69,3 +69,20 @@ def test_an_unbuilt_ui_answers_503_with_what_to_do(tmp_path: Path) -> None:
     response = get(tmp_path, "/")
     assert response.status_code == 503
     assert "The web UI is not built" in response.text and "make ui" in response.text
+
+
+def test_a_rebuild_is_served_without_a_restart(built: Path) -> None:
+    app = StaticApp(built)
+    (built / "assets" / "app-1a2b.js").unlink()
+    (built / "assets" / "app-3c4d.js").write_text("console.log('new');")
+    (built / "index.html").write_text("<!doctype html><script src=/assets/app-3c4d.js></script>")
+    routes = Starlette(routes=app.routes())
+
+    async def fetch(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=routes)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get(path)
+
+    assert "app-3c4d.js" in asyncio.run(fetch("/")).text
+    assert asyncio.run(fetch("/assets/app-3c4d.js")).text == "console.log('new');"
+    assert asyncio.run(fetch("/assets/app-1a2b.js")).status_code == 404

@@ -1,0 +1,234 @@
+// The shell: navigation, connection indicator, theme toggle, API-key prompt, and the routes.
+// Editor, pipeline and explorer pages are loaded on demand to keep the first load small.
+import type { ComponentType } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import { authEpoch, authNeeded, setKey } from "./api";
+import { dashboardsStore, loadDashboards, loadMetrics, metricsStore } from "./catalog";
+import { connection } from "./live";
+import { Dashboard } from "./pages/Dashboard";
+import { dashboardHref, navigate, route, type Route } from "./router";
+import { useSignal } from "./signal";
+import { theme, toggleTheme } from "./theme";
+import { toast } from "./toast";
+
+type Loader = () => Promise<{ default: ComponentType<{ route: Route }> }>;
+const pages: Record<string, Loader> = {
+  edit: () => import("./pages/Editor"),
+  new: () => import("./pages/Editor"),
+  pipeline: () => import("./pages/Pipeline"),
+  metrics: () => import("./pages/Explorer"),
+};
+const loaded = new Map<string, ComponentType<{ route: Route }>>();
+
+function LazyPage({ r }: { r: Route }) {
+  const [, setN] = useState(0);
+  const [error, setError] = useState<string | null>(null);
+  const Page = loaded.get(r.page);
+  useEffect(() => {
+    const load = pages[r.page];
+    if (Page || !load) return;
+    load()
+      .then((m) => {
+        loaded.set(r.page, m.default);
+        setN((n) => n + 1);
+      })
+      .catch((e: unknown) => setError(String(e)));
+  }, [r.page, Page]);
+  if (error) return <p class="error" role="alert">Could not load this page: {error}</p>;
+  return Page ? <Page route={r} /> : <p class="muted page-loading">Loading…</p>;
+}
+
+const CONN_TEXT = { connecting: "Connecting", live: "Live", reconnecting: "Reconnecting" };
+
+function ConnectionIndicator() {
+  const c = useSignal(connection);
+  const how = c.transport === "ws" ? "WebSocket" : "server-sent events";
+  return (
+    <span class={`conn conn-${c.state}`} data-testid="connection" data-state={c.state} data-transport={c.transport} role="status" title={`${CONN_TEXT[c.state]} (${how})`}>
+      <span class="dot" aria-hidden="true" />
+      {CONN_TEXT[c.state]}
+      <span class="conn-transport">{c.transport === "sse" ? " · SSE" : ""}</span>
+    </span>
+  );
+}
+
+function KeyPrompt({ message }: { message: string }) {
+  const [value, setValue] = useState("");
+  return (
+    <div class="modal-backdrop">
+      <div class="modal" role="dialog" aria-modal="true" aria-labelledby="key-title" data-testid="key-prompt">
+      <form
+        class="modal-form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (!value.trim()) return;
+          setKey(value.trim());
+          authNeeded.set(null);
+          authEpoch.set(authEpoch.value + 1);
+        }}
+      >
+        <h2 id="key-title">API key needed</h2>
+        <p class="muted">{message}</p>
+        <label class="field">
+          <span>API key (read scope)</span>
+          <input data-testid="key-input" type="password" autoComplete="off" autoFocus placeholder="pb_…" value={value} onInput={(e) => setValue((e.currentTarget as HTMLInputElement).value)} />
+        </label>
+        <p class="muted small">Kept in this browser only (localStorage). Create one with <code>pulseboard keys create --scope read</code>.</p>
+        <button type="submit" class="btn primary" data-testid="key-submit">
+          Use this key
+        </button>
+      </form>
+      </div>
+    </div>
+  );
+}
+
+function readWall(): boolean {
+  try {
+    return localStorage.getItem("pulseboard.wall") === "1";
+  } catch {
+    return false;
+  }
+}
+
+export function App() {
+  const r = useSignal(route);
+  const dashboards = useSignal(dashboardsStore);
+  const metrics = useSignal(metricsStore);
+  const auth = useSignal(authNeeded);
+  const epoch = useSignal(authEpoch);
+  const t = useSignal(theme);
+  const note = useSignal(toast);
+  const [wall, setWall] = useState(readWall);
+
+  useEffect(() => {
+    void loadDashboards();
+    void loadMetrics();
+  }, [epoch]);
+
+  useEffect(() => {
+    document.documentElement.classList.toggle("wall", wall);
+    try {
+      localStorage.setItem("pulseboard.wall", wall ? "1" : "0");
+    } catch {
+      // no storage
+    }
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape" && wall) setWall(false);
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [wall]);
+
+  const list = dashboards.data;
+  let content;
+  if (r.page === "home" || r.page === "dashboard") {
+    const d = r.page === "home" ? list?.[0] : list?.find((x) => x.id === r.id);
+    if (d) content = <Dashboard dashboard={d} wall={wall} onToggleWall={() => setWall(!wall)} />;
+    else if (!list) content = dashboards.error ? <p class="error" role="alert">Could not load dashboards: {dashboards.error}</p> : <p class="muted page-loading">Loading…</p>;
+    else if (r.page === "home")
+      content = (
+        <main class="empty-page">
+          <h1>No dashboards yet</h1>
+          <p>
+            <a class="btn primary" href="#/new">Create a dashboard</a> or look at the <a href="#/metrics">metrics</a>.
+          </p>
+        </main>
+      );
+    else
+      content = (
+        <main class="empty-page">
+          <h1>No dashboard “{r.id}”</h1>
+          <p>
+            <a href="#/">Open the first dashboard</a>
+          </p>
+        </main>
+      );
+  } else if (r.page === "notfound") {
+    content = (
+      <main class="empty-page">
+        <h1>Nothing at {r.path}</h1>
+        <p>
+          <a href="#/">Back to the dashboards</a>
+        </p>
+      </main>
+    );
+  } else {
+    content = <LazyPage r={r} />;
+  }
+
+  const currentId = r.page === "dashboard" || r.page === "edit" ? r.id : r.page === "home" ? list?.[0]?.id : undefined;
+  return (
+    <div class="app" data-testid="app" key={epoch}>
+      <a class="skip" href="#content" onClick={(e) => { e.preventDefault(); document.getElementById("content")?.focus(); }}>
+        Skip to content
+      </a>
+      <header class="topbar">
+        <a class="brand" href="#/" aria-label="Pulseboard: first dashboard">
+          <span class="logo" aria-hidden="true">◆</span> Pulseboard
+        </a>
+        <nav aria-label="Dashboards and pages">
+          <ul>
+            {(list ?? []).map((d) => (
+              <li key={d.id}>
+                <a href={dashboardHref(d.id)} data-testid={`nav-dashboard-${d.id}`} aria-current={currentId === d.id && r.page !== "edit" ? "page" : undefined} title={d.source === "config" ? "From the config file (read-only)" : "Made in the UI"}>
+                  {d.title}
+                </a>
+              </li>
+            ))}
+            <li>
+              <a href="#/new" data-testid="nav-new" aria-current={r.page === "new" ? "page" : undefined}>
+                + New
+              </a>
+            </li>
+            <li class="sep" aria-hidden="true" />
+            <li>
+              <a href="#/pipeline" data-testid="nav-pipeline" aria-current={r.page === "pipeline" ? "page" : undefined}>
+                Pipeline
+              </a>
+            </li>
+            <li>
+              <a href="#/metrics" data-testid="nav-metrics" aria-current={r.page === "metrics" ? "page" : undefined}>
+                Metrics
+              </a>
+            </li>
+          </ul>
+        </nav>
+        <div class="topbar-end">
+          <ConnectionIndicator />
+          <button type="button" class="btn icon" data-testid="theme-toggle" onClick={toggleTheme} aria-label={`Switch to the ${t === "dark" ? "light" : "dark"} theme`} title={`Switch to the ${t === "dark" ? "light" : "dark"} theme`}>
+            <span aria-hidden="true">{t === "dark" ? "☀" : "☾"}</span>
+          </button>
+        </div>
+      </header>
+      {metrics.error && metrics.status !== 401 && (
+        <p class="banner error" role="alert">
+          Could not load the metrics: {metrics.error}
+        </p>
+      )}
+      <div id="content" tabIndex={-1} class="content">
+        {content}
+      </div>
+      {note && (
+        <div class="toast" role="status">
+          {note.text}
+          {note.action && (
+            <button
+              type="button"
+              class="btn"
+              onClick={() => {
+                note.action?.run();
+                toast.set(null);
+              }}
+            >
+              {note.action.label}
+            </button>
+          )}
+        </div>
+      )}
+      {auth !== null && <KeyPrompt message={auth} />}
+    </div>
+  );
+}
+
+export { navigate };

@@ -1,0 +1,161 @@
+// A uPlot time-series chart (canvas, so thousands of points cost one draw, not one node each).
+// The chart is created once and fed new data with setData; it is rebuilt only when the set of
+// lines or the theme changes. Open (provisional) points are shaded, revised ones marked.
+import { useEffect, useRef } from "preact/hooks";
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import { formatTime, formatValue, type Unit } from "../format";
+import { useSignal } from "../signal";
+import { cssVar, seriesColor, theme } from "../theme";
+import type { Status } from "../types";
+
+export interface ChartLine {
+  label: string;
+  ys: (number | null)[];
+  statuses?: (Status | null)[];
+  dashed?: boolean;
+}
+
+interface Props {
+  xs: number[];
+  lines: ChartLine[];
+  unit: Unit;
+  height: number;
+  /** The x range to show, epoch ms: the panel's range even when the data is sparse. */
+  xMin?: number;
+  xMax?: number;
+  ariaLabel: string;
+}
+
+function axisValues(unit: Unit) {
+  return (_u: uPlot, splits: number[]) => splits.map((v) => formatValue(v, unit));
+}
+
+// Axis labels stay short (24-hour clock, seconds only when ticks are under a minute apart);
+// the legend shows the full time of the point under the cursor.
+const AXIS_FORMATS = {
+  day: new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" }),
+  minute: new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" }),
+  second: new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }),
+};
+
+function timeAxis(_u: uPlot, splits: number[], _axis: number, _space: number, incr: number): string[] {
+  const fmt = incr >= 86_400_000 ? AXIS_FORMATS.day : incr >= 60_000 ? AXIS_FORMATS.minute : AXIS_FORMATS.second;
+  return splits.map((v) => fmt.format(new Date(v)));
+}
+
+/** Shade the span of open windows and ring revised points: the status of values, drawn. */
+function statusHook(linesRef: { current: ChartLine[] }) {
+  return (u: uPlot) => {
+    const xs = u.data[0] as number[];
+    const ctx = u.ctx;
+    let firstOpen = -1;
+    for (const line of linesRef.current) {
+      line.statuses?.forEach((s, i) => {
+        if (s === "open" && (firstOpen < 0 || i < firstOpen)) firstOpen = i;
+      });
+    }
+    ctx.save();
+    // Points just before the range (the partial first step) must not be marked outside the plot.
+    ctx.beginPath();
+    ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+    ctx.clip();
+    if (firstOpen >= 0) {
+      const x0 = u.valToPos(xs[firstOpen] as number, "x", true);
+      const x1 = u.bbox.left + u.bbox.width;
+      ctx.fillStyle = cssVar("--open-shade");
+      ctx.fillRect(Math.max(x0 - 3, u.bbox.left), u.bbox.top, x1 - Math.max(x0 - 3, u.bbox.left), u.bbox.height);
+    }
+    ctx.strokeStyle = cssVar("--revised");
+    ctx.lineWidth = 2 * devicePixelRatio;
+    linesRef.current.forEach((line, li) => {
+      line.statuses?.forEach((s, i) => {
+        const y = u.data[li + 1]?.[i];
+        if (s !== "revised" || y === null || y === undefined) return;
+        const cx = u.valToPos(xs[i] as number, "x", true);
+        const cy = u.valToPos(y, "y", true);
+        ctx.beginPath();
+        ctx.arc(cx, cy, 4 * devicePixelRatio, 0, 2 * Math.PI);
+        ctx.stroke();
+      });
+    });
+    ctx.restore();
+  };
+}
+
+export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel }: Props) {
+  const host = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+  const linesRef = useRef<ChartLine[]>(lines);
+  const range = useRef<[number | undefined, number | undefined]>([xMin, xMax]);
+  const currentTheme = useSignal(theme);
+  linesRef.current = lines;
+  range.current = [xMin, xMax];
+  const shape = `${unit}|${lines.map((l) => `${l.label}:${l.dashed ? 1 : 0}`).join(",")}|${currentTheme}|${height}`;
+  const data = [xs, ...lines.map((l) => l.ys)] as uPlot.AlignedData;
+
+  useEffect(() => {
+    const el = host.current;
+    if (!el) return;
+    const grid = { stroke: cssVar("--grid"), width: 1 };
+    const axis = { stroke: cssVar("--muted"), grid, ticks: { show: false }, font: `11px ${cssVar("--font")}` };
+    const opts: uPlot.Options = {
+      width: Math.max(el.clientWidth, 100),
+      height,
+      ms: 1,
+      cursor: { y: false, points: { size: 6 } },
+      legend: { show: true, live: true },
+      scales: {
+        x: {
+          time: true,
+          range: (_u, min, max) => [range.current[0] ?? min, range.current[1] ?? max],
+        },
+        y: {
+          range: (_u, min, max) => {
+            // Counts and sums start at 0; a flat line sits in the middle rather than on an edge.
+            const lo = Math.min(0, min);
+            const hi = max > lo ? max * 1.08 : lo + 1;
+            return [lo, hi];
+          },
+        },
+      },
+      axes: [
+        { ...axis, values: timeAxis, space: 70 },
+        { ...axis, values: axisValues(unit), size: 64 },
+      ],
+      series: [
+        { value: (_u, v) => (v === null ? "–" : formatTime(v)) },
+        ...lines.map((l, i) => ({
+          label: l.label,
+          stroke: seriesColor(i),
+          width: 2,
+          spanGaps: false,
+          ...(l.dashed ? { dash: [6, 4] } : {}),
+          fill: lines.length === 1 ? `${seriesColor(i)}22` : undefined,
+          points: { show: (_u: uPlot, _si: number) => xs.length < 40, size: 5 },
+          value: (_u: uPlot, v: number | null) => formatValue(v, unit),
+        })),
+      ],
+      hooks: { draw: [statusHook(linesRef)] },
+    };
+    const u = new uPlot(opts, data, el);
+    plot.current = u;
+    const ro = new ResizeObserver(() => {
+      const w = el.clientWidth;
+      if (w > 0 && w !== u.width) u.setSize({ width: w, height });
+    });
+    ro.observe(el);
+    return () => {
+      ro.disconnect();
+      u.destroy();
+      plot.current = null;
+    };
+    // Rebuilt only when the shape changes; data goes through setData below.
+  }, [shape]);
+
+  useEffect(() => {
+    plot.current?.setData(data);
+  });
+
+  return <div class="chart" ref={host} role="img" aria-label={ariaLabel} />;
+}
