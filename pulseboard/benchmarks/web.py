@@ -53,7 +53,7 @@ CHROMIUM_ARGS = (
 )
 FIRST_VALUES_MARK = "pulseboard:first-values"
 KINDS = ("html", "js", "css", "api", "other")
-# Targets of the issue: the first load at most 150 KB compressed (HTML + JS + CSS + API, bodies
+# The targets: the first load at most 150 KB compressed (HTML + JS + CSS + API, bodies
 # as sent), the first render with live values within 1 s.
 TARGET_FIRST_LOAD_BYTES = 150_000
 TARGET_FIRST_VALUES_MS = 1_000.0
