@@ -109,6 +109,9 @@ def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     simulate.add_argument("--malformed", type=_share, default=0.001, help="share of bad events")
     simulate.add_argument("--api-key", help="a key with the ingest scope")
     simulate.add_argument("--seed", type=int, help="random seed")
+    simulate.add_argument(
+        "--stop-with-parent", action="store_true", help="stop when the starting process exits"
+    )
 
     bench = commands.add_parser("bench", help="run a benchmark and print its result")
     bench.add_argument("name", choices=["engine", "pipeline", "web"], help="which benchmark")
@@ -213,6 +216,7 @@ def _simulate(args: argparse.Namespace) -> int:
         malformed=args.malformed,
         api_key=args.api_key,
         seed=args.seed,
+        stop_with_parent=args.stop_with_parent,
         out=sys.stdout,
     )
 

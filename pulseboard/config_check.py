@@ -52,7 +52,7 @@ from pulseboard.config_values import (
     read_string,
     valid_names,
 )
-from pulseboard.dashboards import check_dashboard
+from pulseboard.dashboards import Metrics, check_dashboard
 from pulseboard.durations import dividing_step_ms, format_duration_ms
 from pulseboard.errors import ConfigError, ExprError
 
@@ -523,7 +523,7 @@ def _check_metrics(
 # --- dashboards ----------------------------------------------------------------------------
 
 
-def _check_dashboards(p: Problems, value: object, metrics: set[str] | None) -> list[DashboardSpec]:
+def _check_dashboards(p: Problems, value: object, metrics: Metrics) -> list[DashboardSpec]:
     if value is None:
         return []
     items = read_list(p, value, "dashboards", "a list of dashboards")
@@ -556,7 +556,9 @@ def check_config(data: object, source: str) -> Config:
     events = _check_events(p, data["events"]) if "events" in data else None
     ctx = _MetricContext(events, hot_ms)
     metrics, names = _check_metrics(p, data["metrics"], ctx) if "metrics" in data else ([], None)
-    dashboards = _check_dashboards(p, data.get("dashboards"), names)
+    specs = {m.name: m for m in metrics}
+    known = None if names is None else {name: specs.get(name) for name in names}
+    dashboards = _check_dashboards(p, data.get("dashboards"), known)
     if p.items or storage is None or pipeline is None or events is None or limits is None:
         raise ConfigError(p.items)
     return Config(

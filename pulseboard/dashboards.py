@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from pulseboard.config import Config, DashboardSpec, PanelKind, PanelSpec
+from pulseboard.config import Config, DashboardSpec, MetricSpec, PanelKind, PanelSpec
 from pulseboard.config_values import (
     Problems,
     at,
@@ -55,7 +55,9 @@ MAX_TITLE_CHARS = 200
 
 DASHBOARD_KEYS = ("id", "title", "range", "panels")
 PANEL_KEYS = ("metric", "kind", "title", "compare", "divide_by")
-_NUMERIC_AGGS = frozenset(("sum", "avg", "min", "max", "p50", "p90", "p95", "p99", "count"))
+Metrics = Mapping[str, MetricSpec | None] | None
+"""The config's metrics by name (None for one that is named but invalid), or None when the
+metrics section could not be read: references are checked only as far as they can be."""
 
 
 class DashboardError(ValueError):
@@ -87,7 +89,7 @@ def _read_span(p: Problems, value: object, loc: str) -> int | None:
     return ms
 
 
-def _check_metric_name(p: Problems, name: str, loc: str, metrics: set[str] | None) -> None:
+def _check_metric_name(p: Problems, name: str, loc: str, metrics: Metrics) -> None:
     stat = pipeline_stat(name)
     if stat is not None:
         if stat not in PIPELINE_STATS:
@@ -98,7 +100,31 @@ def _check_metric_name(p: Problems, name: str, loc: str, metrics: set[str] | Non
         p.add(loc, f"unknown metric {name!r}" + hint(name, choices))
 
 
-def check_panel(p: Problems, value: object, loc: str, metrics: set[str] | None) -> PanelSpec | None:
+def _window_text(spec: MetricSpec) -> str:
+    text = format_duration_ms(spec.window_ms)
+    return text if spec.every_ms is None else f"{text} every {format_duration_ms(spec.every_ms)}"
+
+
+def _ratio_problem(top: MetricSpec | None, bottom: MetricSpec | None) -> str | None:
+    """Why ``top / bottom`` cannot be shown window by window and label set by label set."""
+    if top is None or bottom is None:
+        return None  # unknown or invalid: reported elsewhere
+    if (top.window_ms, top.every_ms) != (bottom.window_ms, bottom.every_ms):
+        return (
+            f"a ratio needs windows that match: {top.name!r} has {_window_text(top)}, "
+            f"{bottom.name!r} has {_window_text(bottom)}"
+        )
+    if bottom.group_by and bottom.group_by != top.group_by:
+        by = ", ".join(bottom.group_by)
+        return (
+            f"{bottom.name!r} is grouped by {by} and {top.name!r} "
+            + (f"by {', '.join(top.group_by)}" if top.group_by else "is not")
+            + "; divide by a metric without group_by or with the same group_by"
+        )
+    return None
+
+
+def check_panel(p: Problems, value: object, loc: str, metrics: Metrics) -> PanelSpec | None:
     """One panel, checked against the config's metric names (None when they are unknown)."""
     mapping = read_mapping(p, value, loc, "a mapping like {metric: ..., kind: timeseries}")
     if mapping is None:
@@ -119,6 +145,10 @@ def check_panel(p: Problems, value: object, loc: str, metrics: set[str] | None) 
             p.add(at(loc, "divide_by"), "expected a metric of the config, not a pipeline stat")
         else:
             _check_metric_name(p, divide_by, at(loc, "divide_by"), metrics)
+        if metric is not None and metrics is not None:
+            problem = _ratio_problem(metrics.get(metric), metrics.get(divide_by))
+            if problem is not None:
+                p.add(at(loc, "divide_by"), problem)
     if metric is not None and pipeline_stat(metric) is not None:
         if compare_ms is not None:
             p.add(at(loc, "compare"), "pipeline stats keep 15 minutes of history; no compare")
@@ -132,7 +162,7 @@ def check_panel(p: Problems, value: object, loc: str, metrics: set[str] | None) 
 
 
 def check_dashboard(
-    p: Problems, value: object, loc: str, metrics: set[str] | None
+    p: Problems, value: object, loc: str, metrics: Metrics
 ) -> tuple[DashboardSpec | None, str | None]:
     """One dashboard and its id (the id even when the rest is invalid, for duplicate checks)."""
     mapping = read_mapping(p, value, loc, "a mapping like {id: ..., title: ..., panels: [...]}")
@@ -185,7 +215,7 @@ def parse_dashboard(ident: str, body: bytes, config: Config) -> DashboardSpec:
         ]
     fields["id"] = ident
     p = Problems("dashboard")
-    spec, _ = check_dashboard(p, fields, "", {m.name for m in config.metrics})
+    spec, _ = check_dashboard(p, fields, "", {m.name: m for m in config.metrics})
     if p.items or spec is None:
         raise DashboardError(p.items or ["dashboard: invalid"])
     return spec

@@ -48,7 +48,7 @@ def _start_traffic(
     else:
         return None
     command = [sys.executable, "-m", "pulseboard.cli", "simulate", "--url", url]
-    command += ["--rate", str(rate), "--duration", str(10 * 365 * 86_400)]
+    command += ["--rate", str(rate), "--duration", str(10 * 365 * 86_400), "--stop-with-parent"]
     # its own session: Ctrl-C reaches the server, which stops the simulator first
     simulator = subprocess.Popen(command, start_new_session=True)
     print(

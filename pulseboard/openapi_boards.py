@@ -174,7 +174,10 @@ _PANEL = {
         },
         "divide_by": {
             "type": ["string", "null"],
-            "description": "Another metric of the config: the panel shows metric / divide_by.",
+            "description": (
+                "Another metric of the config with the same window (and `every`) and either no "
+                "`group_by` or the same: the panel shows metric / divide_by."
+            ),
         },
     },
 }
@@ -210,7 +213,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "title", "range", "panels", "source", "updated_ms", "problems"],
         "properties": {
-            "id": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 64},
+            "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
             **_DASHBOARD_PROPS,
             "source": {"enum": ["config", "user"]},
             "updated_ms": {"type": ["integer", "null"], "description": "Last save (epoch ms)."},
@@ -276,7 +279,7 @@ PARAMETERS: dict[str, Any] = {
         "name": "id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 64},
+        "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
     }
 }
 

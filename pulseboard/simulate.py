@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Literal, TextIO
@@ -450,6 +452,7 @@ def run_simulate(
     malformed: float = 0.001,
     api_key: str | None = None,
     seed: int | None = None,
+    stop_with_parent: bool = False,
     out: TextIO,
 ) -> int:
     """Send simulated shop traffic to the server at ``url`` for ``duration_s`` seconds.
@@ -458,6 +461,8 @@ def run_simulate(
     curve and bursts (see ``Schedule``). ``late``, ``duplicates`` and ``malformed`` are shares of
     the events sent (see ``Traffic``). Ctrl-C stops sending early; either way what was queued is
     delivered (for at most ``DRAIN_TIMEOUT_S`` seconds) and a report is printed to ``out``.
+    With ``stop_with_parent`` it also stops when the process that started it is gone (the demo,
+    killed with SIGKILL, cannot stop it otherwise).
 
     Returns 0 when every event was acknowledged (accepted or rejected), 1 when some could not
     be delivered, 2 for invalid arguments, 130 when interrupted.
@@ -487,8 +492,10 @@ def run_simulate(
         "Ctrl-C stops\n"
     )
     run = _Run(started_s=monotonic())
+    parent = os.getppid()
+    orphaned = (lambda: os.getppid() != parent) if stop_with_parent else (lambda: False)
     try:
-        _pace(client, traffic, schedule, run.started_s + duration_s, run)
+        _pace(client, traffic, schedule, run.started_s + duration_s, run, orphaned)
     except KeyboardInterrupt:
         run.interrupted = True
     run.sending_s = monotonic() - run.started_s
@@ -520,11 +527,19 @@ class _Run:
     refused: bool = False
 
 
-def _pace(client: Client, traffic: Traffic, schedule: Schedule, end_s: float, run: _Run) -> None:
-    """Track events as the schedule makes them due, until monotonic time ``end_s``."""
+def _pace(
+    client: Client,
+    traffic: Traffic,
+    schedule: Schedule,
+    end_s: float,
+    run: _Run,
+    orphaned: Callable[[], bool],
+) -> None:
+    """Track events as the schedule makes them due, until monotonic time ``end_s`` (or until
+    ``orphaned()``)."""
     bucket = TokenBucket()
     kinds = run.kinds
-    while (now := monotonic()) < end_s:
+    while (now := monotonic()) < end_s and not orphaned():
         stats = client.stats
         if stats.failed and not stats.accepted and not stats.rejected:
             # nothing ever got through and the client gave up: the server refuses us

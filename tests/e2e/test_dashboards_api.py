@@ -34,7 +34,7 @@ MINE = {
     "panels": [
         {"metric": "orders", "kind": "bars", "title": "By region"},
         {"metric": "revenue_1m", "kind": "stat", "compare": "1d"},
-        {"metric": "big_orders", "kind": "timeseries", "divide_by": "orders"},
+        {"metric": "big_orders", "kind": "timeseries", "divide_by": "revenue"},
         {"metric": "pipeline.lag_ms", "kind": "stat"},
     ],
 }
@@ -96,7 +96,7 @@ def test_a_saved_dashboard_survives_a_restart(tmp_path: Path) -> None:
         assert put(server, "kept", MINE).status_code == 201
         server.stop()
         server.start()
-        assert get(server, "/v1/dashboards/kept").json()["panels"][2]["divide_by"] == "orders"
+        assert get(server, "/v1/dashboards/kept").json()["panels"][2]["divide_by"] == "revenue"
 
 
 @pytest.mark.parametrize(
@@ -138,6 +138,18 @@ def test_a_saved_dashboard_survives_a_restart(tmp_path: Path) -> None:
             {"title": "T", "panels": [{"metric": "orders", "divide_by": "pipeline.lag_ms"}]},
             "panels[0].divide_by: expected a metric of the config, not a pipeline stat",
             id="divide-by-a-stat",
+        ),
+        pytest.param(
+            {"title": "T", "panels": [{"metric": "big_orders", "divide_by": "orders"}]},
+            "panels[0].divide_by: 'orders' is grouped by region and 'big_orders' is not; divide "
+            "by a metric without group_by or with the same group_by",
+            id="ratio-groups-differ",
+        ),
+        pytest.param(
+            {"title": "T", "panels": [{"metric": "orders_slide", "divide_by": "revenue"}]},
+            "panels[0].divide_by: a ratio needs windows that match: 'orders_slide' has 4s every "
+            "1s, 'revenue' has 2s",
+            id="ratio-windows-differ",
         ),
         pytest.param(
             {"title": "T", "range": "400d", "panels": [{"metric": "orders"}]},

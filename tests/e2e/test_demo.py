@@ -65,3 +65,46 @@ def test_demo_serves_simulated_traffic_and_stops_on_ctrl_c(tmp_path: Path) -> No
     # everything it wrote is in its data dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-data"]
     assert {"log.db", "state.db", "meta.db"} <= {p.name for p in data_dir.iterdir()}
+
+
+def _simulators_of(url: str) -> list[int]:
+    """Pids of ``pulseboard simulate`` processes sending to ``url``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"simulate" in argv and url.encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_the_simulator_stops_when_the_demo_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pulseboard.cli", "demo", "--port", str(port)),
+            *("--data-dir", str(tmp_path / "demo-data"), "--rate", "100"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # once its events are counted, the simulator would retry a lost server for ever
+        _wait_for(lambda: _orders_seen(url), 60, "simulated page views in the demo's metrics")
+        (simulator,) = _simulators_of(url)
+        os.killpg(proc.pid, signal.SIGKILL)  # a crash: nobody stops the simulator
+        proc.wait(timeout=30)
+        _wait_for(lambda: not _simulators_of(url), 30, "the orphaned simulator to stop")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in _simulators_of(url):
+            os.kill(pid, signal.SIGKILL)
+    assert simulator > 0

@@ -280,6 +280,11 @@ metrics:
 """
 
 DROP = object()
+RATIO_METRICS = (
+    "[{name: orders, event: order, agg: count, window: 1m, group_by: [region]},"
+    " {name: revenue, event: order, agg: sum, field: amount, window: 1m},"
+    " {name: orders_last_5m, event: order, agg: count, window: 5m, every: 1s}]"
+)
 
 CASES: list[Any] = [
     # top level
@@ -758,6 +763,33 @@ CASES: list[Any] = [
         {"dashboards": "[{id: ops, panels: [{metric: orders}]}]"},
         "dashboards[0]: missing required key 'title'",
         id="dashboard-without-title",
+    ),
+    pytest.param(
+        {
+            "metrics": RATIO_METRICS,
+            "dashboards": "[{id: ops, title: Ops, panels: [{metric: revenue, divide_by: orders}]}]",
+        },
+        "dashboards[0].panels[0].divide_by: 'orders' is grouped by region and 'revenue' is not; "
+        "divide by a metric without group_by or with the same group_by",
+        id="ratio-groups-differ",
+    ),
+    pytest.param(
+        {
+            "metrics": RATIO_METRICS,
+            "dashboards": "[{id: ops, title: Ops, panels: "
+            "[{metric: orders_last_5m, divide_by: revenue}]}]",
+        },
+        "dashboards[0].panels[0].divide_by: a ratio needs windows that match: 'orders_last_5m' "
+        "has 5m every 1s, 'revenue' has 1m",
+        id="ratio-windows-differ",
+    ),
+    pytest.param(
+        {
+            "metrics": RATIO_METRICS,
+            "dashboards": "[{id: ops, title: Ops, panels: [{metric: orders, divide_by: revenue}]}]",
+        },
+        None,
+        id="ratio-by-an-ungrouped-metric",
     ),
     pytest.param(
         {"dashboards": "[{id: ops, title: '', panels: [{metric: orders}]}]"},
