@@ -1,0 +1,151 @@
+"""Every Redis key and channel name Pulseboard uses, built here from one prefix and nowhere else.
+
+One deployment's names all start with its prefix (default ``pulseboard:``, set with the
+``?prefix=`` option of the Redis URL: ``redis_conn.RedisSettings``), so two deployments can
+share a server, and ``SCAN MATCH pulseboard:*`` finds everything of one. The prefix matters
+even across database numbers: pub/sub channels are global to a server, not per database.
+
+=====================  ===========  =========================================================
+name                   type         written by / read by
+=====================  ===========  =========================================================
+``{p}log``             stream       the event log: one entry per accepted ingest batch. Appended
+                                    by the API processes (``redis_log.RedisEventLog.append``),
+                                    read by the processors through the consumer group
+                                    ``processors`` (``LOG_GROUP``), trimmed by age.
+``{p}log:counters``    hash         ``entries``, ``events``: totals ever appended, incremented by
+                                    the append script in the same step as the entry (so each
+                                    entry carries its running totals: ``backlog`` uses them).
+``{p}dlq``             stream       dead letters (rejected events with the reason), appended by
+                                    the API processes, listed and trimmed by the operator's
+                                    commands.
+``{p}dlq:replayed``    hash         dead-letter id -> replayed at (epoch ms); written by
+                                    ``dlq replay``, cleaned with the dead letters' retention.
+``{p}win:{metric}``    hash         (hot store, to come) open windows of one metric: field =
+                                    window start and labels, value = aggregate state. Written by
+                                    the processors' tick commit.
+``{p}applied``         sorted set   (hot store, to come) log entry ids whose effect is committed
+                                    (score: the id's milliseconds), written in the same commit as
+                                    the effect, so a redelivered entry is recognised; trimmed
+                                    with the log.
+``{p}dedupe:{bucket}`` set          (hot store, to come) event ids seen in one event-time bucket
+                                    (epoch ms of its start), expiring after the dedupe horizon.
+``{p}stream_time``     string       (hot store, to come) the stream time (epoch ms), written by
+                                    the tick commit.
+``{p}late``            stream       (hot store, to come) late events awaiting reconciliation:
+                                    appended by the processors, consumed by reconciliation.
+``{p}ticks``           channel      (to come) pub/sub: "metrics updated at tick T", published by
+                                    a processor after its commit, received by the API processes.
+=====================  ===========  =========================================================
+
+Every name is built by a method of ``RedisKeys``; a prefix is checked once when the keys are
+made, a metric name or a bucket each time a name is built, so nothing a caller passes can make
+a name outside the prefix's space.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pulseboard.config import NAME_PATTERN
+
+DEFAULT_PREFIX = "pulseboard:"
+MAX_PREFIX_LENGTH = 64
+LOG_GROUP = "processors"
+"""The consumer group of the processors on the log stream (a group name, not a key: it lives
+inside the stream, so it needs no prefix)."""
+
+_METRIC_RE = re.compile(NAME_PATTERN)
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it is a valid key prefix, else ``ValueError`` saying what is expected:
+    1 to 64 printable characters, none of them whitespace."""
+    if not prefix or len(prefix) > MAX_PREFIX_LENGTH:
+        raise ValueError(
+            f"invalid Redis key prefix {prefix!r}: expected 1 to {MAX_PREFIX_LENGTH} printable "
+            "characters without spaces, such as 'pulseboard:' or 'shop-prod:'"
+        )
+    bad = [c for c in prefix if not c.isprintable() or c.isspace()]
+    if bad:
+        raise ValueError(
+            f"invalid Redis key prefix {prefix!r}: {bad[0]!r} is not allowed (expected printable "
+            "characters without spaces, such as 'pulseboard:' or 'shop-prod:')"
+        )
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The names of one deployment, all starting with ``prefix`` (checked by ``check_prefix``).
+
+    For Redis Cluster, a prefix with a hash tag (``{pulseboard}:``) would put every key in one
+    slot, which the multi-key scripts (append, the tick commit) need; a single server does not.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+
+    # --- the event log ----------------------------------------------------------------------
+
+    @property
+    def log(self) -> str:
+        """Stream: the event log (one entry per accepted batch)."""
+        return f"{self.prefix}log"
+
+    @property
+    def log_counters(self) -> str:
+        """Hash: totals of entries and events ever appended to the log."""
+        return f"{self.prefix}log:counters"
+
+    @property
+    def log_group(self) -> str:
+        """The processors' consumer group on ``log`` (a group, not a key)."""
+        return LOG_GROUP
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream: dead letters."""
+        return f"{self.prefix}dlq"
+
+    @property
+    def dead_letters_replayed(self) -> str:
+        """Hash: dead-letter id -> replayed at (epoch ms)."""
+        return f"{self.prefix}dlq:replayed"
+
+    # --- the hot store (names reserved; the store is to come) -------------------------------
+
+    def windows(self, metric: str) -> str:
+        """Hash: the open windows of ``metric`` (a config metric name, checked here)."""
+        if not _METRIC_RE.fullmatch(metric):
+            raise ValueError(f"not a metric name: {metric!r} (expected {NAME_PATTERN})")
+        return f"{self.prefix}win:{metric}"
+
+    @property
+    def applied(self) -> str:
+        """Sorted set: ids of the log entries whose effect is committed."""
+        return f"{self.prefix}applied"
+
+    def dedupe(self, bucket_ms: int) -> str:
+        """Set: event ids seen in the event-time bucket starting at ``bucket_ms`` (epoch ms,
+        non-negative)."""
+        if isinstance(bucket_ms, bool) or not isinstance(bucket_ms, int) or bucket_ms < 0:
+            raise ValueError(f"a dedupe bucket is a non-negative epoch ms, not {bucket_ms!r}")
+        return f"{self.prefix}dedupe:{bucket_ms}"
+
+    @property
+    def stream_time(self) -> str:
+        """String: the stream time, epoch ms."""
+        return f"{self.prefix}stream_time"
+
+    @property
+    def late(self) -> str:
+        """Stream: late events awaiting reconciliation."""
+        return f"{self.prefix}late"
+
+    @property
+    def ticks(self) -> str:
+        """Pub/sub channel: "metrics updated at tick T"."""
+        return f"{self.prefix}ticks"
