@@ -114,7 +114,13 @@ def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
     bench = commands.add_parser("bench", help="run a benchmark and print its result")
-    bench.add_argument("name", choices=["engine", "pipeline", "web"], help="which benchmark")
+    bench.add_argument(
+        "name", choices=["engine", "pipeline", "web", "history"], help="which benchmark"
+    )
+    bench.add_argument(
+        "--url", help="history: an empty PostgreSQL database to fill (postgresql://...)"
+    )
+    bench.add_argument("--days", type=_positive, default=90, help="history: days of 1m windows")
     bench.add_argument("--events", type=_positive, help="events to process or send")
     bench.add_argument(
         "--workers",
@@ -222,10 +228,17 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if args.name == "web":
-        from pulseboard.benchmarks.web import run_web_bench
+    if args.name in ("web", "history"):
+        if args.name == "web":
+            from pulseboard.benchmarks.web import run_web_bench
 
-        result = run_web_bench(runs=args.repeat)
+            result = run_web_bench(runs=args.repeat)
+        else:
+            from pulseboard.benchmarks.history import run_history_bench
+
+            if not args.url:
+                raise PulseboardError("bench history needs --url postgresql://... (empty db)")
+            result = run_history_bench(args.url, days=args.days)
         print(json.dumps(result, indent=None if args.json else 2))
         return 0
     if args.name == "pipeline":

@@ -59,6 +59,7 @@ PIPELINE_STATS = (
     "processed_per_second",
     "lag_ms",
     "late_events",
+    "reconciled",
     "dead_letters",
     "live_clients",
     "backlog_events",

@@ -257,8 +257,13 @@ def test_sent_events_show_as_exact_values(quiet: Server, ui: UI) -> None:
     post_events(quiet.url, page_views(["user-0", "user-1", "v2", "v3"]), "b3")
     ui.page.get_by_test_id("nav-dashboard-management").click()
     expect(ui.page.get_by_test_id("dashboard")).to_have_attribute("data-id", "management")
+    # a time series' headline is the last full window, or the open one while no full window
+    # has a value; nothing was sent before, so either way it is the orders just sent
     ui.wait_value("revenue", 750.0)
-    ui.wait_value("revenue_hourly", 750.0)
+    expect(ui.panel("revenue").get_by_test_id("panel-value")).to_have_attribute(
+        "data-window", re.compile(r"^(current|full)$")
+    )
+    ui.wait_value("revenue_hourly", 750.0)  # a stat: the current (open) hour
     # buyers user-0..2 (3) over visitors v1, user-0, user-1, v2, v3 (5)
     ui.wait_value("buyers_last_5m", 0.6)
     ui.shot("management")
@@ -689,6 +694,17 @@ def test_history_loads_the_last_5_minutes_first(traffic: TrafficServer, ui: UI) 
         page.get_by_test_id("range").select_option("6h")
     page.wait_for_load_state("networkidle")
     ui.shot("range-6h")
+
+    # another dashboard opens on its own range, and no request carries a broken time
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    page.get_by_test_id("nav-dashboard-operations").click()
+    expect(page.get_by_test_id("range")).to_have_value("5m")
+    ui.wait_numeric("orders")
+    page.wait_for_load_state("networkidle")
+    ui.shot("switched-dashboard")
+    assert failed == []
+    assert not [u for u, _ in sent if "Infinity" in u or "NaN" in u]
     ui.assert_no_page_errors()
 
 

@@ -1,15 +1,16 @@
 // The shell: navigation, connection indicator, theme toggle, API-key prompt, and the routes.
 // Editor, pipeline and explorer pages are loaded on demand to keep the first load small.
 import type { ComponentType } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { authEpoch, authNeeded, setKey } from "./api";
 import { dashboardsStore, loadDashboards, loadMetrics, metricsStore } from "./catalog";
 import { connection } from "./live";
 import { Dashboard } from "./pages/Dashboard";
-import { dashboardHref, navigate, route, type Route } from "./router";
+import { dashboardHref, hashParams, navigate, replaceHashParams, route, type Route } from "./router";
 import { useSignal } from "./signal";
 import { theme, toggleTheme } from "./theme";
 import { toast } from "./toast";
+import type { Dashboard as DashboardDef } from "./types";
 
 type Loader = () => Promise<{ default: ComponentType<{ route: Route }> }>;
 const pages: Record<string, Loader> = {
@@ -36,6 +37,40 @@ function LazyPage({ r }: { r: Route }) {
   }, [r.page, Page]);
   if (error) return <p class="error" role="alert">Could not load this page: {error}</p>;
   return Page ? <Page route={r} /> : <p class="muted page-loading">Loading…</p>;
+}
+
+/**
+ * The dashboards: config ones first, then those made in the UI, in a strip that scrolls sideways
+ * when there are many (the fixed links beside it stay in view). A title used twice shows its id.
+ */
+function DashboardLinks({ list, currentId }: { list: DashboardDef[]; currentId: string | undefined }) {
+  const strip = useRef<HTMLUListElement>(null);
+  const [overflow, setOverflow] = useState(false);
+  const counts = new Map<string, number>();
+  for (const d of list) counts.set(d.title, (counts.get(d.title) ?? 0) + 1);
+  useEffect(() => {
+    const el = strip.current;
+    if (!el) return;
+    const check = () => setOverflow(el.scrollWidth > el.clientWidth + 1);
+    check();
+    const ro = new ResizeObserver(check);
+    ro.observe(el);
+    // Keep the current dashboard's link in view.
+    el.querySelector<HTMLElement>('[aria-current="page"]')?.scrollIntoView({ block: "nearest", inline: "center" });
+    return () => ro.disconnect();
+  }, [list, currentId]);
+  return (
+    <ul class={`nav-dashboards${overflow ? " overflowing" : ""}`} ref={strip} aria-label={`Dashboards (${list.length})`}>
+      {list.map((d, i) => (
+        <li key={d.id} class={i > 0 && d.source !== list[i - 1]?.source ? "first-user" : undefined}>
+          <a href={dashboardHref(d.id)} data-testid={`nav-dashboard-${d.id}`} aria-current={currentId === d.id ? "page" : undefined} title={`${d.title} (${d.id}) · ${d.source === "config" ? "from the config file (read-only)" : "made in the UI"}`}>
+            {d.title}
+            {(counts.get(d.title) ?? 0) > 1 && <span class="nav-id"> {d.id}</span>}
+          </a>
+        </li>
+      ))}
+    </ul>
+  );
 }
 
 const CONN_TEXT = { connecting: "Connecting", live: "Live", reconnecting: "Reconnecting" };
@@ -83,7 +118,10 @@ function KeyPrompt({ message }: { message: string }) {
   );
 }
 
+/** Wall mode: the address says (`?wall=1` / `?wall=0`, for a bookmarked TV), else the last choice. */
 function readWall(): boolean {
+  const p = hashParams().get("wall");
+  if (p === "1" || p === "0") return p === "1";
   try {
     return localStorage.getItem("pulseboard.wall") === "1";
   } catch {
@@ -106,6 +144,12 @@ export function App() {
     void loadMetrics();
   }, [epoch]);
 
+  // The address changed by hand (or a bookmark was opened): follow its wall parameter.
+  useEffect(() => {
+    const p = hashParams().get("wall");
+    if (p === "1" || p === "0") setWall(p === "1");
+  }, [r]);
+
   useEffect(() => {
     document.documentElement.classList.toggle("wall", wall);
     try {
@@ -124,7 +168,11 @@ export function App() {
   let content;
   if (r.page === "home" || r.page === "dashboard") {
     const d = r.page === "home" ? list?.[0] : list?.find((x) => x.id === r.id);
-    if (d) content = <Dashboard dashboard={d} wall={wall} onToggleWall={() => setWall(!wall)} />;
+    const toggleWall = () => {
+      replaceHashParams({ wall: wall ? null : "1" });
+      setWall(!wall);
+    };
+    if (d) content = <Dashboard key={d.id} dashboard={d} urlRange={hashParams().get("range")} wall={wall} onToggleWall={toggleWall} />;
     else if (!list) content = dashboards.error ? <p class="error" role="alert">Could not load dashboards: {dashboards.error}</p> : <p class="muted page-loading">Loading…</p>;
     else if (r.page === "home")
       content = (
@@ -167,15 +215,9 @@ export function App() {
         <a class="brand" href="#/" aria-label="Pulseboard: first dashboard">
           <span class="logo" aria-hidden="true">◆</span> Pulseboard
         </a>
-        <nav aria-label="Dashboards and pages">
-          <ul>
-            {(list ?? []).map((d) => (
-              <li key={d.id}>
-                <a href={dashboardHref(d.id)} data-testid={`nav-dashboard-${d.id}`} aria-current={currentId === d.id && r.page !== "edit" ? "page" : undefined} title={d.source === "config" ? "From the config file (read-only)" : "Made in the UI"}>
-                  {d.title}
-                </a>
-              </li>
-            ))}
+        <nav aria-label="Dashboards and pages" class="mainnav">
+          <DashboardLinks list={list ?? []} currentId={r.page !== "edit" ? currentId : undefined} />
+          <ul class="nav-fixed">
             <li>
               <a href="#/new" data-testid="nav-new" aria-current={r.page === "new" ? "page" : undefined}>
                 + New

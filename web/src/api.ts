@@ -81,7 +81,9 @@ export const api = {
   metrics: () => request<{ metrics: MetricDef[] }>("GET", "/v1/metrics"),
   current: (name: string) => request<Current>("GET", `/v1/metrics/${encodeURIComponent(name)}`),
   series: (name: string, from: string | number, to: string | number, stepMs: number) =>
-    request<SeriesBody>(
+    [from, to, stepMs].some((x) => typeof x === "number" && !Number.isFinite(x))
+      ? Promise.reject(new ApiError(0, "internal: a history request without a valid time range"))
+      : request<SeriesBody>(
       "GET",
       `/v1/metrics/${encodeURIComponent(name)}/series?from=${encodeURIComponent(String(from))}` +
         `&to=${encodeURIComponent(String(to))}&step=${stepMs}`,

@@ -215,3 +215,38 @@ export function sparkValues(plot: Plot, agg: string): (number | null)[] {
   if (!isAdditive(agg)) return (plot.lines[0] as Plot["lines"][number]).ys;
   return plot.xs.map((_, i) => combine(agg, plot.lines.map((l) => l.ys[i] ?? null)));
 }
+
+/**
+ * The last complete window before the headline's (open) one, for time series: a partial window
+ * is a misleading headline ("208 orders per minute" ten seconds into the minute). Read from the
+ * history when a point is one window; null when unknown (no history yet, or steps of several
+ * windows: the panel then asks the server). A count with earlier points but none in that window
+ * had no events: 0.
+ */
+export function lastFullWindow(view: View, h: Headline): Headline | null {
+  if (view.samples || view.info.every_ms !== null || h.windowStart === null || h.status === "empty") return null;
+  if (view.stepMs !== view.info.window_ms) return null;
+  const w = view.info.window_ms;
+  const t = h.windowStart - w;
+  const points = view.series.map((s) => s.points.find((p) => p.t === t)).filter((p): p is Point => !!p);
+  if (points.length > 0) {
+    return { value: combine(view.info.agg, points.map((p) => p.value)), status: worst(points.map((p) => p.status)), windowStart: t, windowEnd: t + w };
+  }
+  const earlier = view.series.some((s) => s.points.some((p) => p.t < t));
+  if (earlier && zeroWhenEmpty(view.info.agg) && view.info.agg !== "ratio") return { value: 0, status: "final", windowStart: t, windowEnd: t + w };
+  return null;
+}
+
+/** Lowest, highest and latest value of a plotted line, for screen readers. */
+export function lineSummary(ys: (number | null)[]): { min: number; max: number; last: number } | null {
+  let min = Infinity;
+  let max = -Infinity;
+  let last: number | null = null;
+  for (const y of ys) {
+    if (y === null || !Number.isFinite(y)) continue;
+    min = Math.min(min, y);
+    max = Math.max(max, y);
+    last = y;
+  }
+  return last === null ? null : { min, max, last };
+}

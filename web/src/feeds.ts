@@ -34,6 +34,8 @@ export interface View {
   loaded: boolean;
   loading: boolean;
   error: string | null;
+  /** Pipeline stats: samples taken every tick, not windows (no open/final/revised). */
+  samples?: boolean;
 }
 
 const MAX_POINTS = 300;
@@ -163,7 +165,9 @@ export class MetricFeed extends Feed {
       this.buckets.set(step, bucket);
     }
     this.active = bucket;
-    if (fresh) {
+    // A bucket whose first answer has not come yet covers nothing: ask for the whole range
+    // (answers overlap harmlessly). Never ask with a time that is not a number.
+    if (fresh || !Number.isFinite(bucket.coveredFrom)) {
       void this.fetch(bucket, `-${formatDuration(rangeMs)}`, "now", true);
     } else {
       // History at this step was fetched before: add what is older (only when widening) and
@@ -186,11 +190,14 @@ export class MetricFeed extends Feed {
   private refreshTail(): void {
     const b = this.active;
     if (!b || !this.loaded || document.hidden) return;
+    if (!Number.isFinite(b.coveredFrom)) return;
     const span = Math.max(3 * b.step, 2 * this.info.window_ms + 90_000);
     void this.fetch(b, Math.max(b.coveredFrom, b.fetchedTo - span), "now", false);
   }
 
   private async fetch(b: Bucket, from: string | number, to: string | number, first: boolean): Promise<void> {
+    if ((typeof from === "number" && !Number.isFinite(from)) || (typeof to === "number" && !Number.isFinite(to))) return;
+    if (typeof from === "number" && typeof to === "number" && from >= to) return;
     const gen = this.gen;
     if (first) this.loading = true;
     let body: SeriesBody;
@@ -405,7 +412,7 @@ export class PipelineFeed extends Feed {
       : null;
     const points = this.samples
       .filter((s) => s.t >= now - rangeMs)
-      .map((s) => ({ t: s.t, value: num(s), status: "open" as const }));
+      .map((s) => ({ t: s.t, value: num(s), status: "final" as const }));
     return {
       info,
       current,
@@ -418,6 +425,7 @@ export class PipelineFeed extends Feed {
       loaded: this.loaded,
       loading: !this.loaded,
       error: this.error,
+      samples: true,
     };
   }
 }

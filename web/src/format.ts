@@ -116,12 +116,14 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`;
 }
 
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+// A 24-hour clock everywhere (stats, tooltips, tables, pipeline, axes).
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 const dateTimeFmt = new Intl.DateTimeFormat(undefined, {
   month: "short",
   day: "numeric",
   hour: "2-digit",
   minute: "2-digit",
+  hourCycle: "h23",
 });
 
 /** A time for people: only the clock for today, else with the date. */
@@ -141,4 +143,17 @@ export function formatLabels(labels: Record<string, unknown>): string {
 /** A stable key for a label set (object key order from the server is stable per metric). */
 export function labelKey(labels: Record<string, unknown>): string {
   return JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
+}
+
+/** "this minute", "this hour", "this 5m window": the open window, for people. */
+export function windowPhrase(ms: number): string {
+  if (ms === 60_000) return "this minute";
+  if (ms === 3_600_000) return "this hour";
+  if (ms === 86_400_000) return "today";
+  return `this ${formatDuration(ms)} window`;
+}
+
+/** "1 point", "2 points". */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n.toLocaleString()} ${n === 1 ? one : many}`;
 }

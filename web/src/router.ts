@@ -11,8 +11,14 @@ export type Route =
   | { page: "metrics" }
   | { page: "notfound"; path: string };
 
+/** The part of the hash after "?": `#/d/operations?range=1h&wall=1`. */
+export function hashParams(hash: string = location.hash): URLSearchParams {
+  const i = hash.indexOf("?");
+  return new URLSearchParams(i >= 0 ? hash.slice(i + 1) : "");
+}
+
 export function parseRoute(hash: string): Route {
-  const path = hash.replace(/^#/, "") || "/";
+  const path = hash.replace(/^#/, "").split("?")[0] || "/";
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return { page: "home" };
   if (parts[0] === "d" && parts.length === 2) return { page: "dashboard", id: parts[1] as string };
@@ -24,7 +30,26 @@ export function parseRoute(hash: string): Route {
 }
 
 export const route = new Signal<Route>(parseRoute(location.hash));
-window.addEventListener("hashchange", () => route.set(parseRoute(location.hash)));
+
+/** A page with unsaved work can veto leaving it (return false to stay). */
+let leaveGuard: (() => boolean) | null = null;
+export function setLeaveGuard(guard: (() => boolean) | null): void {
+  leaveGuard = guard;
+}
+
+let shownHash = location.hash;
+window.addEventListener("hashchange", () => {
+  const next = parseRoute(location.hash);
+  const cur = route.value;
+  const samePage = next.page === cur.page && ("id" in next ? next.id : "") === ("id" in cur ? cur.id : "");
+  if (!samePage && leaveGuard && !leaveGuard()) {
+    // Stay: put the address back without a new history entry.
+    history.replaceState(history.state, "", shownHash || "#/");
+    return;
+  }
+  shownHash = location.hash;
+  route.set(next);
+});
 
 export function navigate(hash: string): void {
   if (location.hash === hash) route.set(parseRoute(hash));
@@ -32,3 +57,28 @@ export function navigate(hash: string): void {
 }
 
 export const dashboardHref = (id: string) => `#/d/${encodeURIComponent(id)}`;
+
+/**
+ * Rewrite the hash's parameters in place (no new history entry, no hashchange): the range and
+ * wall mode of a dashboard live in its address, so a bookmark or a reload keeps them.
+ */
+export function replaceHashParams(patch: Record<string, string | null>): void {
+  const hash = location.hash || "#/";
+  const i = hash.indexOf("?");
+  const path = i >= 0 ? hash.slice(0, i) : hash;
+  const params = hashParams(hash);
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) params.delete(k);
+    else params.set(k, v);
+  }
+  const qs = params.toString();
+  history.replaceState(history.state, "", `${path}${qs ? `?${qs}` : ""}`);
+  shownHash = location.hash;
+}
+
+/** Go to `hash` in place of the current history entry (Back then skips the page left). */
+export function replaceRoute(hash: string): void {
+  history.replaceState(history.state, "", hash);
+  shownHash = hash;
+  route.set(parseRoute(hash));
+}

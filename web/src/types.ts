@@ -122,6 +122,7 @@ export const PIPELINE_STATS = [
   "backlog_events",
   "lag_ms",
   "late_events",
+  "reconciled",
   "dead_letters",
   "live_clients",
   "memory_bytes",

@@ -1,10 +1,10 @@
 // The dashboard editor (#/new, #/d/{id}/edit): id, title, range, and panels (metric, kind,
 // title, compare, divide_by). Config dashboards are read-only, so editing one saves a copy
 // under a new id. The server validates; its message is shown as is.
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, ApiError } from "../api";
 import { dashboardsStore, loadDashboards, metricsStore } from "../catalog";
-import { dashboardHref, navigate, type Route } from "../router";
+import { dashboardHref, navigate, replaceRoute, setLeaveGuard, type Route } from "../router";
 import { useSignal } from "../signal";
 import { showToast } from "../toast";
 import { COMPARES, KINDS, PIPELINE_STATS, RANGES, type Dashboard, type Panel, type PanelKind } from "../types";
@@ -18,15 +18,45 @@ interface Draft {
 
 let nextKey = 1;
 
-function slug(title: string): string {
-  const s = title.trim().toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_+|_+$/g, "").slice(0, 64);
-  return s && /^[a-z_]/.test(s) ? s : s ? `d_${s}`.slice(0, 64) : "";
+/** A draft without the rows' React keys: what "changed" compares. */
+function strip(d: Draft): unknown {
+  return { ...d, panels: d.panels.map(({ key: _key, ...p }) => p) };
 }
 
+/** What the server accepts as a dashboard id: 1–63 characters, a lowercase letter first. */
+export const ID_PATTERN = "[a-z][a-z0-9_]{0,62}";
+const ID_RE = new RegExp(`^${ID_PATTERN}$`);
+const ID_MAX = 63;
+const ID_RULE = "1–63 characters: lowercase letters, digits and _, starting with a letter (e.g. sales_overview)";
+
+/** An id from a title: "Sales — EU 2024" → "sales_eu_2024"; "2024 plan" → "d_2024_plan". */
+export function slug(title: string): string {
+  const s = title
+    .normalize("NFKD")
+    .replace(/[\u0300-\u036f]/g, "")
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "_")
+    .replace(/^_+|_+$/g, "");
+  if (!s) return "";
+  const id = /^[a-z]/.test(s) ? s : `d_${s}`;
+  return id.slice(0, ID_MAX).replace(/_+$/, "");
+}
+
+/** `base`, or `base_2`, `base_3`… when taken; always within 63 characters. */
 function freeId(base: string, taken: Set<string>): string {
-  let id = base.slice(0, 64);
-  for (let n = 2; taken.has(id); n += 1) id = `${base.slice(0, 60)}_${n}`;
+  const fit = (b: string, suffix: string) => `${b.slice(0, ID_MAX - suffix.length).replace(/_+$/, "")}${suffix}`;
+  let id = fit(base, "");
+  for (let n = 2; taken.has(id); n += 1) id = fit(base, `_${n}`);
   return id;
+}
+
+/** Why an id would be refused, or null when the server will take it. */
+export function idProblem(id: string): string | null {
+  if (!id) return `Give the dashboard an id: ${ID_RULE}.`;
+  if (ID_RE.test(id)) return null;
+  if (id.length > ID_MAX) return `The id is ${id.length} characters long; at most ${ID_MAX}.`;
+  if (/[A-Z]/.test(id) && ID_RE.test(id.toLowerCase())) return `Ids are lowercase: try “${id.toLowerCase()}”.`;
+  return `“${id}” is not a valid id: ${ID_RULE}.`;
 }
 
 export default function Editor({ route }: { route: Route }) {
@@ -42,23 +72,48 @@ export default function Editor({ route }: { route: Route }) {
   const [error, setError] = useState<string | null>(null);
   const [saving, setSaving] = useState(false);
 
+  // Unsaved changes: the draft differs from what it started as. Leaving then asks first (a
+  // reload or closing the tab through beforeunload, a link or Back through hashchange).
+  const initial = useRef<string | null>(null);
+  const leaving = useRef(false);
+  const dirty = draft !== null && initial.current !== null && JSON.stringify(strip(draft)) !== initial.current;
+  const dirtyRef = useRef(false);
+  dirtyRef.current = dirty;
+  useEffect(() => {
+    const onUnload = (e: BeforeUnloadEvent) => {
+      if (!dirtyRef.current || leaving.current) return;
+      e.preventDefault();
+      e.returnValue = "";
+    };
+    window.addEventListener("beforeunload", onUnload);
+    setLeaveGuard(() => !dirtyRef.current || leaving.current || window.confirm("Leave the editor? Your changes are not saved."));
+    return () => {
+      window.removeEventListener("beforeunload", onUnload);
+      setLeaveGuard(null);
+    };
+  }, []);
+
   // Start from the dashboard once it is known (the list may still be loading).
   useEffect(() => {
     if (editingId && !existing) return;
     setError(null);
     setIdTouched(!!existing);
     if (!existing) {
-      setDraft({ id: "", title: "", range: "5m", panels: [] });
+      const blank: Draft = { id: "", title: "", range: "5m", panels: [] };
+      initial.current = JSON.stringify(strip(blank));
+      setDraft(blank);
       document.title = "New dashboard · Pulseboard";
       return;
     }
     document.title = `Edit ${existing.title} · Pulseboard`;
-    setDraft({
-      id: existing.source === "config" ? freeId(`${existing.id}_copy`, taken) : existing.id,
+    const start: Draft = {
+      id: existing.source === "config" ? freeId(`${slug(existing.id) || "dashboard"}_copy`, taken) : existing.id,
       title: existing.source === "config" ? `${existing.title} (copy)` : existing.title,
       range: existing.range || "5m",
       panels: existing.panels.map((p) => ({ ...p, key: nextKey++ })),
-    });
+    };
+    initial.current = JSON.stringify(strip(start));
+    setDraft(start);
     // Only when the dashboard being edited changes, not when the list reloads.
   }, [editingId, !!existing]);
 
@@ -96,8 +151,10 @@ export default function Editor({ route }: { route: Route }) {
   const save = async (e: Event) => {
     e.preventDefault();
     const id = draft.id.trim();
-    if (!id) {
-      setError("give the dashboard an id (letters, digits and _, not starting with a digit)");
+    const problem = idProblem(id);
+    if (problem) {
+      setError(problem);
+      document.querySelector<HTMLInputElement>("[data-testid=editor-id]")?.focus();
       return;
     }
     setSaving(true);
@@ -116,7 +173,10 @@ export default function Editor({ route }: { route: Route }) {
       };
       await api.saveDashboard(id, body);
       await loadDashboards();
-      navigate(dashboardHref(id));
+      // The saved dashboard replaces the editor in the history: Back does not reopen an
+      // editor (an empty "New dashboard" after a save).
+      leaving.current = true;
+      replaceRoute(dashboardHref(id));
     } catch (err) {
       // The server's own message; a 409 on a config id also says what to do about it.
       const hint = err instanceof ApiError && err.status === 409 ? " — choose a new id to save a copy" : "";
@@ -132,7 +192,8 @@ export default function Editor({ route }: { route: Route }) {
     try {
       await api.deleteDashboard(existing.id);
       await loadDashboards();
-      navigate("#/");
+      leaving.current = true;
+      replaceRoute("#/");
       const copy: Dashboard = existing;
       showToast({
         text: `Deleted “${copy.title}”.`,
@@ -156,7 +217,10 @@ export default function Editor({ route }: { route: Route }) {
     <main class="editor">
       <form onSubmit={save} aria-labelledby="editor-heading" noValidate>
         <div class="toolbar">
-          <h1 id="editor-heading">{existing ? (readOnly ? `Copy of “${existing.title}”` : `Edit “${existing.title}”`) : "New dashboard"}</h1>
+          <h1 id="editor-heading">
+            {existing ? (readOnly ? `Copy of “${existing.title}”` : `Edit “${existing.title}”`) : "New dashboard"}
+            {dirty && <span class="muted small unsaved"> · unsaved changes</span>}
+          </h1>
           <div class="toolbar-actions">
             {existing && (
               <a class="btn" href={dashboardHref(existing.id)}>
@@ -201,8 +265,9 @@ export default function Editor({ route }: { route: Route }) {
             <input
               data-testid="editor-id"
               value={draft.id}
-              pattern="[A-Za-z_][A-Za-z0-9_]*"
-              maxLength={64}
+              pattern={ID_PATTERN}
+              maxLength={ID_MAX}
+              aria-invalid={draft.id !== "" && idProblem(draft.id) !== null}
               spellcheck={false}
               aria-describedby="id-help"
               onInput={(e) => {
@@ -211,7 +276,7 @@ export default function Editor({ route }: { route: Route }) {
               }}
             />
             <small id="id-help" class="muted">
-              {existing && !readOnly ? "A new id saves a copy; the original stays." : "Letters, digits, _ ; used in the address."}
+              {draft.id !== "" && idProblem(draft.id) ? <span class="field-error">{idProblem(draft.id)}</span> : existing && !readOnly ? `A new id saves a copy; the original stays. ${ID_RULE}.` : `Used in the address (#/d/id). ${ID_RULE}.`}
             </small>
           </label>
           <label class="field">

@@ -134,6 +134,13 @@ export default function Explorer() {
                 ) : null,
               ];
             })}
+            {metrics.data && shown.length === 0 && (
+              <tr>
+                <td colSpan={10} class="muted empty-row" role="status">
+                  {filter.trim() ? `No metric matches “${filter.trim()}”.` : "The config defines no metrics."}
+                </td>
+              </tr>
+            )}
           </tbody>
         </table>
       </div>

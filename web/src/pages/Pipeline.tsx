@@ -15,6 +15,7 @@ const STATS: { key: keyof Sample; label: string; unit: Unit; help: string }[] = 
   { key: "lag_ms", label: "Processing lag", unit: "ms", help: "Age of the newest processed batch while a backlog remains" },
   { key: "backlog_events", label: "Backlog", unit: "count", help: "Accepted events not yet processed" },
   { key: "late_events", label: "Late events", unit: "count", help: "Events for windows already final, since the processor started" },
+  { key: "reconciled", label: "Reconciled", unit: "count", help: "Late events applied to history by reconciliation (one per metric a late event feeds), since the processor started" },
   { key: "dead_letters", label: "Dead letters", unit: "count", help: "Rejected events kept with their reason, since the server started" },
   { key: "live_clients", label: "Live clients", unit: "count", help: "Connected WebSocket and SSE clients" },
   { key: "memory_bytes", label: "Processor memory", unit: "bytes", help: "Peak resident memory of the processor" },

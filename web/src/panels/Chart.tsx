@@ -25,7 +25,11 @@ interface Props {
   xMin?: number;
   xMax?: number;
   ariaLabel: string;
+  /** Pipeline samples: no window statuses to draw or explain. */
+  samples?: boolean;
 }
+
+const STATUS_WORD: Record<string, string> = { open: "provisional, window open", final: "final", revised: "revised by late events" };
 
 function axisValues(unit: Unit) {
   return (_u: uPlot, splits: number[]) => splits.map((v) => formatValue(v, unit));
@@ -66,7 +70,9 @@ function statusHook(linesRef: { current: ChartLine[] }) {
       ctx.fillStyle = cssVar("--open-shade");
       ctx.fillRect(Math.max(x0 - 3, u.bbox.left), u.bbox.top, x1 - Math.max(x0 - 3, u.bbox.left), u.bbox.height);
     }
-    ctx.strokeStyle = cssVar("--revised");
+    // A neutral ring (the text colour, hollow) that no series colour can be mistaken for.
+    ctx.strokeStyle = cssVar("--marker-revised");
+    ctx.fillStyle = cssVar("--surface");
     ctx.lineWidth = 2 * devicePixelRatio;
     linesRef.current.forEach((line, li) => {
       line.statuses?.forEach((s, i) => {
@@ -75,7 +81,8 @@ function statusHook(linesRef: { current: ChartLine[] }) {
         const cx = u.valToPos(xs[i] as number, "x", true);
         const cy = u.valToPos(y, "y", true);
         ctx.beginPath();
-        ctx.arc(cx, cy, 4 * devicePixelRatio, 0, 2 * Math.PI);
+        ctx.arc(cx, cy, 4.5 * devicePixelRatio, 0, 2 * Math.PI);
+        ctx.fill();
         ctx.stroke();
       });
     });
@@ -83,7 +90,7 @@ function statusHook(linesRef: { current: ChartLine[] }) {
   };
 }
 
-export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel }: Props) {
+export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel, samples }: Props) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const linesRef = useRef<ChartLine[]>(lines);
@@ -98,13 +105,17 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel }: Props)
     const el = host.current;
     if (!el) return;
     const grid = { stroke: cssVar("--grid"), width: 1 };
-    const axis = { stroke: cssVar("--muted"), grid, ticks: { show: false }, font: `11px ${cssVar("--font")}` };
+    // Axis labels scale with the page's type (larger on wall screens).
+    const rootPx = parseFloat(getComputedStyle(document.documentElement).fontSize) || 15;
+    const axisPx = Math.round(Math.max(11, rootPx * 0.75));
+    const axis = { stroke: cssVar("--muted"), grid, ticks: { show: false }, font: `${axisPx}px ${cssVar("--font")}` };
     const opts: uPlot.Options = {
       width: Math.max(el.clientWidth, 100),
       height,
       ms: 1,
       cursor: { y: false, points: { size: 6 } },
-      legend: { show: true, live: true },
+      // Solid markers in the series' colour (the default is the fill: a pale, grey-looking box).
+      legend: { show: true, live: true, markers: { fill: (_u: uPlot, si: number) => seriesColor(si - 1), width: 0 } },
       scales: {
         x: {
           time: true,
@@ -120,8 +131,8 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel }: Props)
         },
       },
       axes: [
-        { ...axis, values: timeAxis, space: 70 },
-        { ...axis, values: axisValues(unit), size: 64 },
+        { ...axis, values: timeAxis, space: axisPx * 6, size: axisPx * 2.6 },
+        { ...axis, values: axisValues(unit), size: axisPx * 6, space: axisPx * 2.5 },
       ],
       series: [
         { value: (_u, v) => (v === null ? "–" : formatTime(v)) },
@@ -133,7 +144,11 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel }: Props)
           ...(l.dashed ? { dash: [6, 4] } : {}),
           fill: lines.length === 1 ? `${seriesColor(i)}22` : undefined,
           points: { show: (_u: uPlot, _si: number) => xs.length < 40, size: 5 },
-          value: (_u: uPlot, v: number | null) => formatValue(v, unit),
+          // The hover readout says the status of the point under the cursor.
+          value: (_u: uPlot, v: number | null, si: number, di: number | null) => {
+            const st = di === null ? null : linesRef.current[si - 1]?.statuses?.[di];
+            return v === null ? "–" : st && !samples ? `${formatValue(v, unit)} (${STATUS_WORD[st] ?? st})` : formatValue(v, unit);
+          },
         })),
       ],
       hooks: { draw: [statusHook(linesRef)] },
@@ -157,5 +172,27 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel }: Props)
     plot.current?.setData(data);
   });
 
-  return <div class="chart" ref={host} role="img" aria-label={ariaLabel} />;
+  const has = (st: Status) => !samples && lines.some((l) => l.statuses?.some((x) => x === st));
+  const open = has("open");
+  const revised = has("revised");
+  return (
+    <div class="chart-wrap">
+      <div class="chart" ref={host} role="img" aria-label={ariaLabel} />
+      {(open || revised) && (
+        <p class="chart-key muted" aria-hidden="true">
+          {open && (
+            <span title="Windows still open: their values can still change">
+              <i class="key-open" /> open window (provisional)
+            </span>
+          )}
+          {revised && (
+            <span title="Values changed by late events after their window was final">
+              <i class="key-revised" /> revised by late events
+            </span>
+          )}
+          <span>other points final</span>
+        </p>
+      )}
+    </div>
+  );
 }

@@ -3,7 +3,7 @@ import { useEffect, useRef } from "preact/hooks";
 import { useSignal } from "../signal";
 import { cssVar, theme } from "../theme";
 
-export function Sparkline({ values, label }: { values: (number | null)[]; label: string }) {
+export function Sparkline({ values, label }: { values: (number | null)[]; label: string | null }) {
   const ref = useRef<HTMLCanvasElement>(null);
   const t = useSignal(theme);
   useEffect(() => {
@@ -58,5 +58,6 @@ export function Sparkline({ values, label }: { values: (number | null)[]; label:
     ro.observe(canvas);
     return () => ro.disconnect();
   }, [values, t]);
-  return <canvas class="sparkline" ref={ref} role="img" aria-label={label} />;
+  // Fewer than two points draw nothing: nothing to announce either.
+  return label ? <canvas class="sparkline" ref={ref} role="img" aria-label={label} /> : <canvas class="sparkline" ref={ref} aria-hidden="true" />;
 }

@@ -1,9 +1,9 @@
 // The four panel kinds. Each gets a view (live value + history) and draws it; the frame
 // (title, status badge, split view) is Panel.tsx.
 import { useMemo, useState } from "preact/hooks";
-import { combine, sparkValues, toPlot, type Headline } from "../derive";
+import { combine, lineSummary, sparkValues, toPlot, type Headline } from "../derive";
 import type { View } from "../feeds";
-import { formatChange, formatFull, formatLabels, formatTime, formatValue, type Unit } from "../format";
+import { formatChange, formatDuration, formatFull, formatLabels, formatTime, formatValue, plural, type Unit } from "../format";
 import type { Labels, Status } from "../types";
 import { Chart } from "./Chart";
 import { Sparkline } from "./Sparkline";
@@ -18,19 +18,20 @@ export const STATUS_TEXT: Record<string, string> = {
 };
 
 export const STATUS_HELP: Record<string, string> = {
-  open: "The window is still open: the value can change",
+  open: "This window is still open: the value can still change",
   final: "The window is closed: the value is final",
   revised: "Late events changed this value after it was final",
   stale: "The connection or the processor is down: the value may be out of date",
   empty: "No value yet",
 };
 
-export function Value({ h, unit, size }: { h: Headline; unit: Unit; size: "big" | "small" }) {
+export function Value({ h, unit, size, window }: { h: Headline; unit: Unit; size: "big" | "small"; window?: "full" | "current" }) {
   return (
     <span
       class={`value value-${size}`}
       data-testid="panel-value"
       data-value={h.value === null ? "" : String(h.value)}
+      data-window={window ?? "current"}
       title={formatFull(h.value, unit)}
     >
       {formatValue(h.value, unit)}
@@ -57,24 +58,49 @@ export function Stat({ view, h, unit, reference, compact }: { view: View; h: Hea
       </p>
     );
   }
+  if (!change && reference && reference.value === null && h.value !== null) {
+    change = (
+      <p class="change muted" data-testid="panel-change" title={`Nothing was recorded in the window compared with (${formatTime(reference.t)})`}>
+        {reference.missing}
+      </p>
+    );
+  }
   return (
     <div class="stat">
       <Value h={h} unit={unit} size="big" />
-      {change ?? <p class="change muted">{reference ? "" : "\u00a0"}</p>}
+      {change ?? <p class="change muted">{"\u00a0"}</p>}
       <p class="caption muted">{windowCaption(view, h)}</p>
-      {!compact && <Sparkline values={spark} label={`Trend over the range: ${spark.length} points`} />}
+      {!compact && <Sparkline values={spark} label={sparkLabel(spark, unit)} />}
     </div>
   );
 }
 
-export function TimeSeries({ view, unit, title, height, dashed }: { view: View; unit: Unit; title: string; height: number; dashed?: boolean }) {
+/** What a sparkline shows, in words; null (nothing to say) below two points. */
+function sparkLabel(values: (number | null)[], unit: Unit): string | null {
+  const sum = lineSummary(values);
+  const n = values.filter((v) => v !== null).length;
+  if (!sum || n < 2) return null;
+  return `Trend over the range: ${plural(n, "point")}, latest ${formatValue(sum.last, unit)}, lowest ${formatValue(sum.min, unit)}, highest ${formatValue(sum.max, unit)}`;
+}
+
+/** A chart's summary for screen readers: per line, its latest value and its range. */
+function chartLabel(title: string, lines: { label: string; ys: (number | null)[] }[], unit: Unit, rangeMs: number): string {
+  const parts = lines.slice(0, 6).map((l) => {
+    const sum = lineSummary(l.ys);
+    return sum ? `${l.label}: latest ${formatValue(sum.last, unit)}, min ${formatValue(sum.min, unit)}, max ${formatValue(sum.max, unit)}` : `${l.label}: no values`;
+  });
+  const more = lines.length > 6 ? `; and ${plural(lines.length - 6, "more series", "more series")}` : "";
+  return `${title}, chart of the last ${formatDuration(rangeMs)}. ${parts.join("; ")}${more}`;
+}
+
+export function TimeSeries({ view, unit, title, height, dashed, past }: { view: View; unit: Unit; title: string; height: number; dashed?: boolean; past?: boolean }) {
   const plot = useMemo(() => toPlot(view), [view]);
   // An ungrouped metric has one line: name it after the metric rather than "(all)".
   const lines = plot.lines.map((l) => ({ label: Object.keys(l.labels).length ? formatLabels(l.labels) : view.info.name, ys: l.ys, statuses: l.statuses, dashed: !!dashed }));
   if (plot.xs.length === 0) {
-    return <div class="chart-empty muted" style={{ height: `${height}px` }}>{view.loaded ? "No points in this range yet" : "Loading…"}<canvas hidden /></div>;
+    return <div class="chart-empty muted" style={{ height: `${height}px` }}>{!view.loaded ? "Loading…" : past ? "No data in this range" : "No points in this range yet"}<canvas hidden /></div>;
   }
-  return <Chart xs={plot.xs} lines={lines} unit={unit} height={height} xMin={view.now - view.rangeMs} xMax={view.now} ariaLabel={`${title}: ${plot.xs.length} points`} />;
+  return <Chart xs={plot.xs} lines={lines} unit={unit} height={height} xMin={view.now - view.rangeMs} xMax={view.now} ariaLabel={chartLabel(title, lines, unit, view.rangeMs)} samples={!!view.samples} />;
 }
 
 export interface Row {
@@ -101,10 +127,10 @@ export function rowsByLabel(view: View): Row[] {
 
 const BAR_LIMIT = 100;
 
-export function Bars({ view, unit, max }: { view: View; unit: Unit; max?: number }) {
+export function Bars({ view, unit, max, past }: { view: View; unit: Unit; max?: number; past?: boolean }) {
   const rows = rowsByLabel(view).sort((a, b) => (b.value ?? -Infinity) - (a.value ?? -Infinity));
   const top = max ?? Math.max(0, ...rows.map((r) => r.value ?? 0));
-  if (rows.length === 0) return <p class="muted empty">{view.loaded ? "No values in this window yet" : "Loading…"}</p>;
+  if (rows.length === 0) return <p class="muted empty">{!view.loaded ? "Loading…" : past ? "No data in this window" : "No values in this window yet"}</p>;
   return (
     <ul class="bars">
       {rows.slice(0, BAR_LIMIT).map((r) => {
@@ -134,7 +160,7 @@ type SortKey = string;
  * A table with virtual scrolling: only the rows in view (plus a few) are in the DOM, so 10,000
  * label sets scroll as smoothly as 10. Grouped metrics list label sets; others list windows.
  */
-export function Table({ view, unit, height }: { view: View; unit: Unit; height: number }) {
+export function Table({ view, unit, height, past }: { view: View; unit: Unit; height: number; past?: boolean }) {
   const grouped = view.info.group_by.length > 0 || (view.current?.values.length ?? 0) > 1;
   const [scrollTop, setScrollTop] = useState(0);
   const [sort, setSort] = useState<{ key: SortKey; desc: boolean }>({ key: grouped ? "value" : "time", desc: true });
@@ -192,11 +218,11 @@ export function Table({ view, unit, height }: { view: View; unit: Unit; height: 
               ))}
               {!grouped && <span role="cell">{formatTime(r.t)}</span>}
               <span role="cell" class="num" title={formatFull(r.value, unit)}>{formatValue(r.value, unit)}</span>
-              <span role="cell"><span class={`badge badge-${r.status}`}>{STATUS_TEXT[r.status]}</span></span>
+              <span role="cell"><span class={`badge badge-${r.status}`} title={STATUS_HELP[r.status]}>{STATUS_TEXT[r.status]}</span></span>
             </div>
           ))}
         </div>
-        {sorted.length === 0 && <p class="muted empty">{view.loaded ? "No rows yet" : "Loading…"}</p>}
+        {sorted.length === 0 && <p class="muted empty">{!view.loaded ? "Loading…" : past ? "No data in this range" : "No rows yet"}</p>}
       </div>
       {grouped && sorted.length > 1 && (
         <p class="muted caption">

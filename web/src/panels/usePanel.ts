@@ -94,11 +94,14 @@ export interface Reference {
   /** Start of the window compared with. */
   t: number;
   label: string;
+  /** What to say when there is no value to compare with. */
+  missing: string;
 }
 
+/** The window's value; null when the server has no point for it (no data then, not a 0). */
 function total(def: MetricDef, values: Value[]): number | null {
   const nums = values.map((v) => v.value).filter((v): v is number => v !== null);
-  if (nums.length === 0) return isAdditive(def.agg) || def.agg === "distinct" ? 0 : null;
+  if (nums.length === 0) return null;
   return isAdditive(def.agg) ? nums.reduce((a, b) => a + b, 0) : (nums[0] as number);
 }
 
@@ -122,9 +125,16 @@ export function useReference(src: PanelSource, compare: string | null, windowSta
       .then(([a, b]) => {
         if (!alive) return;
         const na = total(num, a ?? []);
-        const value = den ? (na !== null && total(den, b ?? []) ? na / (total(den, b ?? []) as number) : null) : na;
+        const nb = den ? total(den, b ?? []) : null;
+        const value = den ? (na !== null && nb ? na / nb : null) : na;
         const status = (a ?? [])[0]?.status ?? null;
-        setRef({ value, status, t: t0, label: compare ? `vs ${compare} ago` : "vs previous window" });
+        setRef({
+          value,
+          status,
+          t: t0,
+          label: compare ? `vs ${compare} ago` : "vs previous window",
+          missing: compare ? `no data ${compare} ago` : "no data in the previous window",
+        });
       })
       .catch(() => alive && setRef(null));
     return () => {
