@@ -41,6 +41,8 @@ from pulseboard.demo import DEMO_CONFIG
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Request, ViewportSize
 
+# Headless, and nothing Chromium would fetch on its own (updates, sync, background requests):
+# the measurement must count only what the page loads, and test machines have no internet.
 CHROMIUM_ARGS = (
     "--headless",
     "--no-sandbox",

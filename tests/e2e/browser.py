@@ -33,6 +33,7 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 import pulseboard
+from pulseboard.benchmarks.web import CHROMIUM_ARGS
 from pulseboard.demo import DEMO_CONFIG
 from tests.e2e.conftest import Server
 
@@ -41,16 +42,6 @@ ARTIFACTS = REPO / "test-artifacts" / "browser"
 STATIC_INDEX = Path(pulseboard.__file__).resolve().parent / "static" / "index.html"
 
 CHROMIUM = os.environ.get("PULSEBOARD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 
 TEMPLATES = ("operations", "management", "engineering")
 RANGES = ["5m", "15m", "1h", "6h", "24h", "7d"]
