@@ -20,19 +20,34 @@ name                   type         written by / read by
                                     commands.
 ``{p}dlq:replayed``    hash         dead-letter id -> replayed at (epoch ms); written by
                                     ``dlq replay``, cleaned with the dead letters' retention.
-``{p}win:{metric}``    hash         (hot store, to come) open windows of one metric: field =
-                                    window start and labels, value = aggregate state. Written by
-                                    the processors' tick commit.
-``{p}applied``         sorted set   (hot store, to come) log entry ids whose effect is committed
-                                    (score: the id's milliseconds), written in the same commit as
-                                    the effect, so a redelivered entry is recognised; trimmed
-                                    with the log.
-``{p}dedupe:{bucket}`` set          (hot store, to come) event ids seen in one event-time bucket
-                                    (epoch ms of its start), expiring after the dedupe horizon.
-``{p}stream_time``     string       (hot store, to come) the stream time (epoch ms), written by
-                                    the tick commit.
-``{p}late``            stream       (hot store, to come) late events awaiting reconciliation:
-                                    appended by the processors, consumed by reconciliation.
+``{p}win:{metric}``    hash         (reserved, unused: the hot store keeps buckets, below).
+``{p}applied``         sorted set   log entry ids whose effect is committed (score: the id's
+                                    milliseconds), written by the hot store's commit together
+                                    with the effect, so a redelivered entry is recognised;
+                                    trimmed by the commit to ``applied_keep_ms``.
+``{p}dedupe:{bucket}`` set          event ids counted, by event-time bucket (epoch ms of its
+                                    start), added by the commit that counts them; dropped when
+                                    stream time passes them by the dedupe horizon.
+``{p}dedupe:index``    sorted set   the starts of the live ``dedupe:{bucket}`` sets.
+``{p}stream_time``     hash         the shared clock: ``stream`` (stream time, epoch ms),
+                                    ``max_event``, ``busy`` and the idle-advance anchor
+                                    ``anchor_wall`` / ``anchor_event``; commit and advance.
+``{p}late``            stream       late events awaiting reconciliation: appended by the
+                                    commit, consumed by reconciliation.
+``{p}hot:{metric}:labels``  hash    label sets interned: ``j:{json}`` -> id, ``i:{id}`` ->
+                                    json, ``next``, ``admitted`` (the label set cap).
+``{p}hot:{metric}:index``   zset    the starts of the metric's buckets.
+``{p}hot:{metric}:b:{start}``  hash one bucket of one metric: field ``{label id}`` or
+                                    ``{label id}:{component}`` -> part of the aggregate state
+                                    (``redis_hot_ops``); a distinct label keeps its hashes in
+                                    the set ``…:b:{start}:d:{label id}`` or its HyperLogLog
+                                    registers in the hash ``…:b:{start}:r:{label id}``.
+``{p}final_through``   hash         metric -> final-through time (epoch ms): every window
+                                    ending at or before it is final; moved by ``finalize``.
+``{p}pending_history`` list         finalised windows not yet in history: jobs
+                                    ``metric\tlow\thigh``, removed once written.
+``{p}changed``         set          metrics whose open windows changed since the tick notifier
+                                    last took the set.
 ``{p}ticks``           channel      (to come) pub/sub: "metrics updated at tick T", published by
                                     a processor after its commit, received by the API processes.
 =====================  ===========  =========================================================
@@ -115,7 +130,7 @@ class RedisKeys:
         """Hash: dead-letter id -> replayed at (epoch ms)."""
         return f"{self.prefix}dlq:replayed"
 
-    # --- the hot store (names reserved; the store is to come) -------------------------------
+    # --- the hot store (``redis_hot.py``) --------------------------------------------------
 
     def windows(self, metric: str) -> str:
         """Hash: the open windows of ``metric`` (a config metric name, checked here)."""
@@ -137,13 +152,65 @@ class RedisKeys:
 
     @property
     def stream_time(self) -> str:
-        """String: the stream time, epoch ms."""
+        """Hash: the shared clock (``stream``, ``max_event``, ``busy``, the idle anchor)."""
         return f"{self.prefix}stream_time"
 
     @property
     def late(self) -> str:
         """Stream: late events awaiting reconciliation."""
         return f"{self.prefix}late"
+
+    # --- the hot store's own keys -------------------------------------------------------------
+
+    def hot_base(self) -> str:
+        """The start of every hot-store metric key; the scripts append ``{metric}:…`` to it
+        exactly as ``hot_labels``, ``hot_index`` and ``hot_bucket`` do."""
+        return f"{self.prefix}hot:"
+
+    def _metric(self, metric: str) -> str:
+        if not _METRIC_RE.fullmatch(metric):
+            raise ValueError(f"not a metric name: {metric!r} (expected {NAME_PATTERN})")
+        return f"{self.prefix}hot:{metric}"
+
+    def hot_labels(self, metric: str) -> str:
+        """Hash: the label sets of ``metric`` interned (JSON <-> short id)."""
+        return f"{self._metric(metric)}:labels"
+
+    def hot_index(self, metric: str) -> str:
+        """Sorted set: the starts of ``metric``'s buckets in the hot store."""
+        return f"{self._metric(metric)}:index"
+
+    def hot_bucket_base(self, metric: str) -> str:
+        """The name of ``metric``'s bucket keys without the bucket start."""
+        return f"{self._metric(metric)}:b:"
+
+    def hot_bucket(self, metric: str, start_ms: int) -> str:
+        """Hash: the bucket of ``metric`` starting at ``start_ms`` (epoch ms)."""
+        return f"{self.hot_bucket_base(metric)}{int(start_ms)}"
+
+    def dedupe_base(self) -> str:
+        """``dedupe(bucket)`` without the bucket (the commit script appends it)."""
+        return f"{self.prefix}dedupe:"
+
+    @property
+    def dedupe_index(self) -> str:
+        """Sorted set: the starts of the live dedupe sets."""
+        return f"{self.prefix}dedupe:index"
+
+    @property
+    def final_through(self) -> str:
+        """Hash: metric -> final-through time (epoch ms)."""
+        return f"{self.prefix}final_through"
+
+    @property
+    def pending_history(self) -> str:
+        """List: finalised window ranges not yet written to history."""
+        return f"{self.prefix}pending_history"
+
+    @property
+    def changed(self) -> str:
+        """Set: metrics whose open windows changed since the tick notifier last looked."""
+        return f"{self.prefix}changed"
 
     @property
     def ticks(self) -> str:
