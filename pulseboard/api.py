@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -227,7 +228,14 @@ class Api:
         except DashboardError as exc:
             return error(400, str(exc))
         stored = StoredDashboard(ident, msgspec.json.encode(dashboard_json(spec)), now_ms())
-        created = await asyncio.to_thread(self.service.dashboards.put, stored)
+        create_only = request.headers.get("if-none-match", "").strip() == "*"
+        created = await asyncio.to_thread(
+            functools.partial(self.service.dashboards.put, stored, create_only=create_only)
+        )
+        if created is None:
+            return error(
+                412, f"dashboard {ident!r} exists already; choose another id, or open it to edit it"
+            )
         out = stored_dashboard(stored.id, stored.body, stored.updated_ms, self.service.config)
         return _json(msgspec.json.encode(out), status=201 if created else 200)
 

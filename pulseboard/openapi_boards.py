@@ -79,7 +79,20 @@ PATHS: dict[str, Any] = {
                 "save wins."
             ),
             "security": _WRITE,
-            "parameters": [_ID, _KEY],
+            "parameters": [
+                _ID,
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "description": (
+                        "`*` creates only: when a dashboard with this id exists, nothing is "
+                        "saved and the answer is 412."
+                    ),
+                    "schema": {"const": "*"},
+                },
+                _KEY,
+            ],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -97,6 +110,10 @@ PATHS: dict[str, Any] = {
                 ),
                 **_AUTH,
                 "409": _READ_ONLY,
+                "412": _error(
+                    "`If-None-Match: *` was sent and a dashboard with this id exists.",
+                    "dashboard 'b1' exists already; choose another id, or open it to edit it",
+                ),
                 "413": _error("The body is over 256 KiB.", "a dashboard body is at most 262144"),
             },
         },

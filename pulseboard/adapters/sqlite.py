@@ -528,12 +528,15 @@ class SqliteDashboards:
             ).fetchone()
         return None if row is None else StoredDashboard(row[0], bytes(row[1]), row[2])
 
-    def put(self, dashboard: StoredDashboard) -> bool:
-        """Save ``dashboard``, replacing one with its id; True if it is new."""
+    def put(self, dashboard: StoredDashboard, *, create_only: bool = False) -> bool | None:
+        """Save ``dashboard``, replacing one with its id; True if it is new. With
+        ``create_only``, an existing one is left as it is and None is returned."""
         with self._lock, transaction(self._conn) as conn:
             existed = conn.execute(
                 "SELECT 1 FROM dashboards WHERE id = ?", (dashboard.id,)
             ).fetchone()
+            if existed is not None and create_only:
+                return None
             conn.execute(
                 "INSERT OR REPLACE INTO dashboards (id, body, updated_ms) VALUES (?, ?, ?)",
                 (dashboard.id, dashboard.body, dashboard.updated_ms),
