@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -32,6 +34,17 @@ log = logging.getLogger(__name__)
 
 # lateness of the recomputing engine: nothing is late for it
 _NEVER_LATE_MS = 100 * 365 * 86_400_000
+
+
+class LogEntryLike(Protocol):
+    """What recomputation reads of a log entry (``sqlite_log.LogEntry``,
+    ``redis_log.StreamEntry``)."""
+
+    @property
+    def payload(self) -> bytes: ...
+
+    @property
+    def received_ms(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +111,31 @@ def _recompute(
     windows: dict[str, set[tuple[int, int]]],
     through_pos: int,
 ) -> list[WindowRow]:
+    low, high = span(windows)
+    return recompute(config, log_reader.overlapping(low, high, through_pos), windows)
+
+
+def span(windows: dict[str, set[tuple[int, int]]]) -> tuple[int, int]:
+    """The earliest start and the latest end of ``windows`` (metric -> {(start, end)})."""
+    low = min(start for spans in windows.values() for start, _ in spans)
+    high = max(end for spans in windows.values() for _, end in spans)
+    return low, high
+
+
+def recompute(
+    config: Config,
+    entries: Iterable[LogEntryLike],
+    windows: dict[str, set[tuple[int, int]]],
+) -> list[WindowRow]:
+    """``windows`` (metric -> {(start, end)}) recomputed from ``entries`` (in log order, each
+    decoded with the clock of its ingest), each event id counted once and nothing late, as
+    rows with status ``revised``. ``entries`` must hold every logged event of those windows;
+    others are ignored."""
     specs = tuple(m for m in config.metrics if m.name in windows)
     pipeline = dataclasses.replace(config.pipeline, lateness_ms=_NEVER_LATE_MS)
     engine = Engine(dataclasses.replace(config, metrics=specs, pipeline=pipeline))
-    low = min(start for spans in windows.values() for start, _ in spans)
-    high = max(end for spans in windows.values() for _, end in spans)
     decoder = EventDecoder(config)
-    for entry in log_reader.overlapping(low, high, through_pos):
+    for entry in entries:
         engine.process(decoder.decode(entry.payload, entry.received_ms))
     rows: list[WindowRow] = []
     for name, spans in windows.items():

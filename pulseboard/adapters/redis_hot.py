@@ -32,7 +32,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 import redis
@@ -44,6 +44,7 @@ from pulseboard.adapters.redis_conn import RedisSettings, RedisStore, text
 from pulseboard.adapters.redis_hot_ops import (
     Buckets,
     HotDelta,
+    LateRecord,
     aggregators,
     current_window,
     dedupe_geometry,
@@ -69,6 +70,20 @@ DEDUPE_SAFETY_MS = 86_400_000
 """Wall-clock slack on the dedupe sets' expiry (they are dropped by stream time; the expiry
 only bounds what a deployment that stops for good leaves behind)."""
 MAX_ATTEMPTS = 8
+
+# KEYS: the lease. ARGV: owner, ttl ms, "acquire" | "release". Compare-and-set in one step, so
+# a lease that expired and was taken by another owner is never extended or released by the
+# first.
+LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if ARGV[3] == 'release' then
+  if holder == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return 1
+end
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 
 def _script(name: str) -> str:
@@ -121,6 +136,7 @@ class RedisHotStore(RedisStore):
             name: self.client.register_script(_script(name))
             for name in ("hot_commit", "hot_finalize", "hot_complete", "hot_advance", "hot_read")
         }
+        self._scripts["lease"] = self.client.register_script(LEASE_SCRIPT)
 
     # --- commit ----------------------------------------------------------------------------
 
@@ -285,13 +301,18 @@ class RedisHotStore(RedisStore):
             jobs.append(FinalJob(metric, int(low), int(high)))
         return jobs
 
-    def job_windows(self, job: FinalJob) -> list[WindowValue]:
-        """The final windows of ``job``, as the engine emits them."""
+    def job_windows(self, job: FinalJob) -> list[WindowValue] | None:
+        """The final windows of ``job``, as the engine emits them; None when the job is no
+        longer pending. Checked in the same step as the read: another processor that completed
+        the job may have deleted some of its buckets, and windows read from what is left would
+        be wrong."""
         spec = self.specs[job.metric]
         # a window ending after low holds buckets starting after low - window
         after = f"({job.low_ms - spec.window_ms}"
-        _, _, buckets = self._read(job.metric, after, job.high_ms - spec.bucket_ms)
-        return final_windows(spec, self.aggs[job.metric], buckets, job.low_ms, job.high_ms)
+        read = self._read(job.metric, after, job.high_ms - spec.bucket_ms, pending=job.member)
+        if read is None:
+            return None
+        return final_windows(spec, self.aggs[job.metric], read[2], job.low_ms, job.high_ms)
 
     def flush_pending(self, history: HistoryStore) -> int:
         """Write every pending job's windows to ``history`` (``write_final``: idempotent), then
@@ -303,7 +324,10 @@ class RedisHotStore(RedisStore):
                 log.warning("dropping pending windows of unknown metric %s", job.metric)
                 self._complete(job)
                 continue
-            rows = [self._row(v) for v in self.job_windows(job)]
+            windows = self.job_windows(job)
+            if windows is None:  # written and completed by another processor meanwhile
+                continue
+            rows = [self._row(v) for v in windows]
             if rows:
                 history.write_final(rows)
             self._complete(job)
@@ -352,11 +376,28 @@ class RedisHotStore(RedisStore):
         now, _, buckets = self._read(metric, "current")
         return now, current_window(self.specs[metric], self.aggs[metric], buckets, now)
 
+    @overload
     def _read(
         self, metric: str, low: int | str | None = None, high: int | None = None
-    ) -> tuple[int | None, int | None, Buckets]:
+    ) -> tuple[int | None, int | None, Buckets]: ...
+
+    @overload
+    def _read(
+        self, metric: str, low: int | str | None, high: int | None, *, pending: str
+    ) -> tuple[int | None, int | None, Buckets] | None: ...
+
+    def _read(
+        self,
+        metric: str,
+        low: int | str | None = None,
+        high: int | None = None,
+        *,
+        pending: str | None = None,
+    ) -> tuple[int | None, int | None, Buckets] | None:
         """(stream time, final-through, buckets starting in [low, high]) in one script
-        (``low="current"``: those of the current window, found from stream time there)."""
+        (``low="current"``: those of the current window, found from stream time there). With
+        ``pending`` (a job's member), None unless that job is in ``pending_history`` at the
+        moment of the read (MULTI/EXEC: both in one step)."""
         spec = self.specs[metric]
         keys = [
             self.keys.stream_time,
@@ -374,7 +415,15 @@ class RedisHotStore(RedisStore):
             spec.window_ms,
         ]
         with self._translate("cannot read from"):
-            reply: Any = self._scripts["hot_read"](keys=keys, args=args)
+            if pending is None:
+                reply: Any = self._scripts["hot_read"](keys=keys, args=args)
+            else:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.lpos(self.keys.pending_history, pending)
+                self._scripts["hot_read"](keys=keys, args=args, client=pipe)
+                position, reply = pipe.execute()
+                if position is None:
+                    return None
         stream = None if not reply[0] else int(reply[0])
         final = None if not reply[1] else int(reply[1])
         return stream, final, self._buckets(metric, reply[2], reply[3])
@@ -397,6 +446,83 @@ class RedisHotStore(RedisStore):
                 for lid, comps in by_label.items()
             }
         return out
+
+    def final_through(self) -> dict[str, int]:
+        """Each finalised metric's final-through time: every window of it ending at or before
+        that time is final, and commits refuse events for it (they become late)."""
+        with self._translate("cannot read from"):
+            found: Any = self.client.hgetall(self.keys.final_through)
+        return {text(k): int(v) for k, v in found.items()}
+
+    # --- late events and reconciliation --------------------------------------------------
+
+    def late_entries(self, count: int) -> list[tuple[str, LateRecord]]:
+        """The oldest ``count`` late events awaiting reconciliation, with their ids in the late
+        stream (for ``late_done``)."""
+        with self._translate("cannot read from"):
+            rows: Any = self.client.xrange(self.keys.late, count=count)
+        out = []
+        for stream_id, raw in rows:
+            f = {text(k): text(v) for k, v in raw.items()}
+            record = LateRecord(
+                f["metric"],
+                f["event_id"],
+                int(f["window_start"]),
+                int(f["window_end"]),
+                f["labels"],
+                int(f["time_ms"]),
+                msgspec.json.decode(f["value"]),
+            )
+            out.append((text(stream_id), record))
+        return out
+
+    def late_done(self, ids: Sequence[str]) -> int:
+        """Remove reconciled late events (by their ids in the late stream); returns how many
+        were there. Removing one twice is harmless."""
+        if not ids:
+            return 0
+        with self._translate("cannot write to"):
+            return int(self.client.xdel(self.keys.late, *ids))
+
+    def acquire_lease(self, owner: str, ttl_ms: int) -> bool:
+        """Take (or extend, if ``owner`` holds it) the reconciliation lease for ``ttl_ms``;
+        False while another owner holds it. One reconciler at a time, so that an older
+        recomputation never overwrites a newer one."""
+        with self._translate("cannot take the lease in"):
+            reply: Any = self._scripts["lease"](
+                keys=[self.keys.reconcile_lease], args=[owner, ttl_ms, "acquire"]
+            )
+        return bool(reply)
+
+    def release_lease(self, owner: str) -> None:
+        """Give the reconciliation lease back if ``owner`` still holds it."""
+        with self._translate("cannot release the lease in"):
+            self._scripts["lease"](keys=[self.keys.reconcile_lease], args=[owner, 0, "release"])
+
+    # --- current values for the API processes ---------------------------------------------
+
+    def publish_current(self, tick_ms: int, payloads: dict[str, bytes]) -> int:
+        """Store the encoded current values of the metrics in ``payloads`` (``RedisKeys.current``)
+        and publish ``{"tick": tick_ms, "metrics": [names]}`` on ``RedisKeys.ticks``, in one
+        MULTI/EXEC: a subscriber told of a metric finds its new value. Nothing is published
+        without payloads. Returns how many subscribers received the message."""
+        if not payloads:
+            return 0
+        message = msgspec.json.encode({"tick": tick_ms, "metrics": sorted(payloads)})
+        with self._translate("cannot publish current values to"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self.keys.current, mapping=dict(payloads))  # type: ignore[arg-type]
+            pipe.publish(self.keys.ticks, message)
+            _, received = pipe.execute()
+        return int(received)
+
+    def current_payloads(self, metrics: Sequence[str]) -> dict[str, bytes]:
+        """The stored current values of ``metrics`` (those never published are left out)."""
+        if not metrics:
+            return {}
+        with self._translate("cannot read from"):
+            values: Any = self.client.hmget(self.keys.current, list(metrics))
+        return {m: bytes(v) for m, v in zip(metrics, values, strict=True) if v is not None}
 
     def late_rows(self) -> list[dict[str, str]]:
         """Every late event in the late stream (for reconciliation and tests)."""

@@ -48,8 +48,15 @@ name                   type         written by / read by
                                     ``metric\tlow\thigh``, removed once written.
 ``{p}changed``         set          metrics whose open windows changed since the tick notifier
                                     last took the set.
-``{p}ticks``           channel      (to come) pub/sub: "metrics updated at tick T", published by
-                                    a processor after its commit, received by the API processes.
+``{p}current``         hash         metric -> its current value, the JSON body of
+                                    ``GET /v1/metrics/{name}`` (``processor.current_payload``),
+                                    written by a processor's tick for the metrics that changed,
+                                    read by the API processes when a tick message names them.
+``{p}ticks``           channel      pub/sub: ``{"tick": T, "metrics": [...]}``, published by a
+                                    processor's tick together with the ``current`` values it
+                                    wrote (``dist_processor``), received by the API processes.
+``{p}lease:reconcile`` string       the processor reconciling late events now (its consumer
+                                    name), with an expiry: one reconciler at a time.
 =====================  ===========  =========================================================
 
 Every name is built by a method of ``RedisKeys``; a prefix is checked once when the keys are
@@ -213,6 +220,16 @@ class RedisKeys:
         return f"{self.prefix}changed"
 
     @property
+    def current(self) -> str:
+        """Hash: metric -> its current value (encoded ``processor.current_payload``)."""
+        return f"{self.prefix}current"
+
+    @property
+    def reconcile_lease(self) -> str:
+        """String: the consumer name of the processor reconciling now (expires)."""
+        return f"{self.prefix}lease:reconcile"
+
+    @property
     def ticks(self) -> str:
-        """Pub/sub channel: "metrics updated at tick T"."""
+        """Pub/sub channel: ``{"tick": T, "metrics": [...]}`` after each processor tick."""
         return f"{self.prefix}ticks"

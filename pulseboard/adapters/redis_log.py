@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -373,6 +373,27 @@ class RedisEventLog(RedisStore):
                 bounds.append(parse_id(pending["min"]))
             ms, seq = min(bounds)
             return int(self.client.xtrim(self.keys.log, minid=f"{ms}-{seq}", approximate=False))
+
+    def overlapping(
+        self, start_ms: int, end_ms: int, since_ms: int, *, chunk: int = 500
+    ) -> Iterator[StreamEntry]:
+        """Entries appended at or after ``since_ms`` (epoch ms, by stream id: streams have no
+        index by event time) that may hold events with times in ``[start_ms, end_ms)`` (by
+        their min and max event time), in append order, acknowledged or not. Read ``chunk``
+        entries per round trip; entries appended while iterating may be included."""
+        after = f"{max(0, since_ms)}-0"
+        while True:
+            with self._translate("cannot read from"):
+                rows: Any = self.client.xrange(self.keys.log, after, "+", count=chunk)
+            if not rows:
+                return
+            for stream_id, fields in rows:
+                entry = self._entry(stream_id, fields)
+                if entry.max_time_ms >= start_ms and entry.min_time_ms < end_ms:
+                    yield entry
+            if len(rows) < chunk:
+                return
+            after = f"({text(rows[-1][0])}"
 
     def length(self) -> int:
         """Entries in the stream (acknowledged or not, until trimmed)."""

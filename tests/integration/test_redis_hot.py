@@ -410,6 +410,28 @@ def test_pending_history_survives_a_crash(
         history.close()
 
 
+def test_a_job_completed_by_another_processor_is_not_read_again(
+    config: Config, stores: list[RedisHotStore], tmp_path: Path
+) -> None:
+    # two processors flushing at once: the second listed the job before the first completed
+    # it (deleting its buckets); reading the windows from what is left would write wrong values
+    rng = random.Random(12)
+    events = [order(i, T0 + i * 300, rng, 50) for i in range(200)]
+    stores[0].commit_batch(decode(config, events), ["1-0"])
+    stores[0].commit_batch(decode(config, [beat(T0 + 10**6)]), ["2-0"])
+    stores[0].finalize_all()
+    listed = stores[1].pending()
+    assert listed and all(stores[1].job_windows(job) for job in listed)
+    history = Recording(SqliteHistory(tmp_path / "state.db"))
+    try:
+        stores[0].flush_pending(history)
+        written = len(history.rows)
+        assert [stores[1].job_windows(job) for job in listed] == [None] * len(listed)
+        assert stores[1].flush_pending(history) == 0 and len(history.rows) == written
+    finally:
+        history.close()
+
+
 def test_advance_moves_shared_stream_time_when_idle(
     config: Config, stores: list[RedisHotStore]
 ) -> None:

@@ -294,8 +294,10 @@ def wait_for_next_ms(store: RedisEventLog, after_ms: int) -> None:
 def test_trim_drops_by_age_but_never_an_unacknowledged_entry(settings: RedisSettings) -> None:
     store = RedisEventLog(settings)
     try:
-        store.append(batch(0))
+        first = store.append(batch(0))
+        assert first is not None
         assert store.trim(2**62) == 0  # no group yet: nobody has read anything
+        wait_for_next_ms(store, parse_id(first)[0])  # batch 0 alone is older than batch 1
         store.ensure_group()
         ids: list[str] = []
         for i in range(4):
@@ -459,6 +461,8 @@ def test_every_key_is_under_the_prefix() -> None:
         keys.stream_time,
         keys.late,
         keys.ticks,
+        keys.current,
+        keys.reconcile_lease,
     ]
     assert all(n.startswith("shop:") for n in names)
     assert len(set(names)) == len(names)
