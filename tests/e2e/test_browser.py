@@ -431,6 +431,135 @@ def test_editor_builds_saves_reloads_and_deletes(quiet: Server, ui: UI) -> None:
     ui.assert_no_page_errors()
 
 
+def _put_board(url: str, ident: str, title: str, create: bool = False) -> httpx.Response:
+    headers = {"If-None-Match": "*"} if create else {}
+    body = {"title": title, "range": "5m", "panels": [_board_panel("orders", "stat", None)]}
+    return httpx.put(f"{url}/v1/dashboards/{ident}", json=body, headers=headers, timeout=5)
+
+
+def _titles(url: str) -> dict[str, str]:
+    listed = httpx.get(f"{url}/v1/dashboards", timeout=5).json()["dashboards"]
+    return {d["id"]: d["title"] for d in listed}
+
+
+def test_creating_never_overwrites_a_saved_dashboard(quiet: Server, ui: UI) -> None:
+    """New dashboard, a copy of a config one, and an edit under another id all create only: an
+    id in use is flagged while typing, and the server's 412 is shown; nothing is replaced.
+    Saving a user dashboard under its own id still replaces it."""
+    page = ui.page
+    assert _put_board(quiet.url, "b1", "First board").status_code == 201
+    assert _put_board(quiet.url, "b2", "Second board").status_code == 201
+    taken_b1 = (
+        "The id “b1” is taken by “First board”: choose another id, or open that dashboard "
+        "to edit it."
+    )
+    refused_b1 = "dashboard 'b1' exists already; choose another id, or open it to edit it"
+
+    ui.open(quiet.url, "#/new")
+    expect(page.get_by_test_id("editor-id")).to_be_visible()
+    page.get_by_test_id("editor-title").fill("Intruder")
+    page.get_by_test_id("editor-add-panel").click()
+    page.get_by_test_id("editor-id").fill("b1")
+    expect(page.get_by_test_id("editor-id-problem")).to_have_text(taken_b1)
+    expect(page.get_by_test_id("editor-id")).to_have_attribute("aria-invalid", "true")
+    page.get_by_test_id("editor-save").click()
+    expect(page.get_by_test_id("editor-error")).to_have_text(refused_b1)
+    expect(page).to_have_url(re.compile(r"#/new$"))
+    ui.shot("new-refused-412")
+    assert _titles(quiet.url) == {
+        "operations": "Operations",
+        "management": "Management",
+        "engineering": "Engineering",
+        "b1": "First board",
+        "b2": "Second board",
+    }
+
+    # an edit of b2 under the id b1 creates too: refused the same way, b1 and b2 unchanged
+    page.on("dialog", lambda dialog: dialog.accept())  # leaving the unsaved editor
+    ui.open(quiet.url, "#/d/b2/edit")
+    expect(page.get_by_test_id("editor-title")).to_have_value("Second board")
+    expect(page.get_by_test_id("editor-id-problem")).to_have_count(0)  # its own id is fine
+    page.get_by_test_id("editor-id").fill("b1")
+    expect(page.get_by_test_id("editor-id-problem")).to_have_text(taken_b1)
+    page.get_by_test_id("editor-save").click()
+    expect(page.get_by_test_id("editor-error")).to_have_text(refused_b1)
+    assert _titles(quiet.url)["b1"] == "First board"
+    assert _titles(quiet.url)["b2"] == "Second board"
+
+    # under its own id, the edit replaces b2
+    page.get_by_test_id("editor-id").fill("b2")
+    expect(page.get_by_test_id("editor-id-problem")).to_have_count(0)
+    page.get_by_test_id("editor-title").fill("Second board, renamed")
+    page.get_by_test_id("editor-save").click()
+    expect(page).to_have_url(re.compile(r"#/d/b2$"))
+    expect(page.get_by_test_id("dashboard-title")).to_have_text("Second board, renamed")
+    assert _titles(quiet.url)["b2"] == "Second board, renamed"
+
+    # a dashboard created by someone else after the list was loaded: the server still refuses
+    ui.open(quiet.url, "#/new")
+    page.get_by_test_id("editor-title").fill("Race")
+    page.get_by_test_id("editor-add-panel").click()
+    page.get_by_test_id("editor-id").fill("b3")
+    expect(page.get_by_test_id("editor-id-problem")).to_have_count(0)
+    assert _put_board(quiet.url, "b3", "Made elsewhere", create=True).status_code == 201
+    page.get_by_test_id("editor-save").click()
+    expect(page.get_by_test_id("editor-error")).to_have_text(
+        "dashboard 'b3' exists already; choose another id, or open it to edit it"
+    )
+    assert _titles(quiet.url)["b3"] == "Made elsewhere"
+    ui.assert_no_page_errors()
+
+
+def test_cancelled_leave_keeps_the_history(quiet: Server, ui: UI) -> None:
+    """Back from an editor with unsaved changes asks first; after Cancel the editor stays, and
+    Back again (confirmed) still reaches the page before it."""
+    page = ui.page
+    answers = [False, True]
+    asked: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        asked.append(dialog.message)
+        if answers.pop(0):
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", answer)
+    ui.open(quiet.url, "#/d/management")
+    expect(page.get_by_test_id("dashboard")).to_have_attribute("data-id", "management")
+    page.get_by_test_id("nav-new").click()
+    expect(page).to_have_url(re.compile(r"#/new$"))
+    page.get_by_test_id("editor-title").fill("Unsaved")
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"#/new$"))
+    expect(page.get_by_test_id("editor-title")).to_have_value("Unsaved")
+    assert asked == ["Leave the editor? Your changes are not saved."]
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"#/d/management$"))
+    expect(page.get_by_test_id("dashboard")).to_have_attribute("data-id", "management")
+    assert len(asked) == 2
+    ui.assert_no_page_errors()
+
+
+def test_wall_mode_lives_in_the_address(quiet: Server, ui: UI) -> None:
+    page = ui.page
+    wall = "() => document.documentElement.classList.contains('wall')"
+    ui.open(quiet.url, "#/d/operations?wall=1")
+    expect(page.get_by_test_id("dashboard")).to_be_visible()
+    page.wait_for_function(wall)
+    # a plain address (same browser, its storage) does not open in wall mode
+    ui.open(quiet.url, "#/d/operations")
+    page.reload()
+    expect(page.get_by_test_id("dashboard")).to_be_visible()
+    assert page.evaluate(wall) is False
+    ui.open(quiet.url, "#/d/management?wall=1")
+    page.wait_for_function(wall)
+    page.keyboard.press("Escape")
+    page.wait_for_function(f"() => !({wall})()")
+    expect(page).to_have_url(re.compile(r"#/d/management$"))
+    ui.assert_no_page_errors()
+
+
 # --- (d) a server restart under an open page --------------------------------------------------
 
 

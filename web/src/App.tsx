@@ -39,15 +39,27 @@ function LazyPage({ r }: { r: Route }) {
   return Page ? <Page route={r} /> : <p class="muted page-loading">Loading…</p>;
 }
 
+const byTitle = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
+/** Config dashboards first, then those made in the UI; each group in natural order ("Board 2" before "Board 10"). */
+function sortDashboards(list: DashboardDef[]): DashboardDef[] {
+  const rank = (d: DashboardDef) => (d.source === "config" ? 0 : 1);
+  // Config dashboards keep the config file's order.
+  return [...list].sort((a, b) => rank(a) - rank(b) || (rank(a) === 0 ? 0 : byTitle.compare(a.title, b.title) || byTitle.compare(a.id, b.id)));
+}
+
 /**
- * The dashboards: config ones first, then those made in the UI, in a strip that scrolls sideways
- * when there are many (the fixed links beside it stay in view). A title used twice shows its id.
+ * The dashboards: a strip of links that scrolls sideways when there are many (the current one
+ * kept in view), and beside it a list of them all ("All 14 ▾") whenever some are out of view;
+ * on a phone, the list alone. A title used twice shows its id.
  */
-function DashboardLinks({ list, currentId }: { list: DashboardDef[]; currentId: string | undefined }) {
+function DashboardLinks({ list: unsorted, currentId }: { list: DashboardDef[]; currentId: string | undefined }) {
+  const list = sortDashboards(unsorted);
   const strip = useRef<HTMLUListElement>(null);
   const [overflow, setOverflow] = useState(false);
   const counts = new Map<string, number>();
   for (const d of list) counts.set(d.title, (counts.get(d.title) ?? 0) + 1);
+  const name = (d: DashboardDef) => ((counts.get(d.title) ?? 0) > 1 ? `${d.title} (${d.id})` : d.title);
   useEffect(() => {
     const el = strip.current;
     if (!el) return;
@@ -55,21 +67,45 @@ function DashboardLinks({ list, currentId }: { list: DashboardDef[]; currentId: 
     check();
     const ro = new ResizeObserver(check);
     ro.observe(el);
-    // Keep the current dashboard's link in view.
-    el.querySelector<HTMLElement>('[aria-current="page"]')?.scrollIntoView({ block: "nearest", inline: "center" });
+    // Keep the current dashboard's link in view (the strip scrolls, not the page).
+    const cur = el.querySelector<HTMLElement>('[aria-current="page"]');
+    if (cur) el.scrollLeft = cur.offsetLeft - (el.clientWidth - cur.offsetWidth) / 2;
     return () => ro.disconnect();
-  }, [list, currentId]);
+  }, [list.map((d) => d.id).join(","), currentId]);
   return (
-    <ul class={`nav-dashboards${overflow ? " overflowing" : ""}`} ref={strip} aria-label={`Dashboards (${list.length})`}>
-      {list.map((d, i) => (
-        <li key={d.id} class={i > 0 && d.source !== list[i - 1]?.source ? "first-user" : undefined}>
-          <a href={dashboardHref(d.id)} data-testid={`nav-dashboard-${d.id}`} aria-current={currentId === d.id ? "page" : undefined} title={`${d.title} (${d.id}) · ${d.source === "config" ? "from the config file (read-only)" : "made in the UI"}`}>
-            {d.title}
-            {(counts.get(d.title) ?? 0) > 1 && <span class="nav-id"> {d.id}</span>}
-          </a>
-        </li>
-      ))}
-    </ul>
+    <>
+      <ul class={`nav-dashboards${overflow ? " overflowing" : ""}`} ref={strip} aria-label={`Dashboards (${list.length})`}>
+        {list.map((d, i) => (
+          <li key={d.id} class={i > 0 && d.source !== list[i - 1]?.source ? "first-user" : undefined}>
+            <a href={dashboardHref(d.id)} data-testid={`nav-dashboard-${d.id}`} aria-current={currentId === d.id ? "page" : undefined} title={`${d.title} (${d.id}) · ${d.source === "config" ? "from the config file (read-only)" : "made in the UI"}`}>
+              {d.title}
+              {(counts.get(d.title) ?? 0) > 1 && <span class="nav-id"> {d.id}</span>}
+            </a>
+          </li>
+        ))}
+      </ul>
+      {list.length > 0 && (
+        <select
+          class={`nav-all${overflow ? " needed" : ""}`}
+          data-testid="nav-all"
+          aria-label="Open a dashboard"
+          value={currentId && list.some((d) => d.id === currentId) ? currentId : ""}
+          onChange={(e) => {
+            const id = (e.currentTarget as HTMLSelectElement).value;
+            if (id) navigate(dashboardHref(id));
+          }}
+        >
+          <option value="" disabled>
+            Dashboards ({list.length})
+          </option>
+          {list.map((d) => (
+            <option key={d.id} value={d.id}>
+              {name(d)}
+            </option>
+          ))}
+        </select>
+      )}
+    </>
   );
 }
 
@@ -84,6 +120,17 @@ function ConnectionIndicator() {
       {CONN_TEXT[c.state]}
       <span class="conn-transport">{c.transport === "sse" ? " · SSE" : ""}</span>
     </span>
+  );
+}
+
+/** While the connection is down: one notice for the page (panels keep their last values, badged stale). */
+function OutageNotice() {
+  const c = useSignal(connection);
+  if (c.state !== "reconnecting") return null;
+  return (
+    <p class="banner outage" role="status" data-testid="outage-notice">
+      The server does not answer; showing the last values. Reconnecting by itself…
+    </p>
   );
 }
 
@@ -118,15 +165,16 @@ function KeyPrompt({ message }: { message: string }) {
   );
 }
 
-/** Wall mode: the address says (`?wall=1` / `?wall=0`, for a bookmarked TV), else the last choice. */
+/** Wall mode lives in the address only (`?wall=1`, for a bookmarked TV): plain addresses never open in it. */
 function readWall(): boolean {
-  const p = hashParams().get("wall");
-  if (p === "1" || p === "0") return p === "1";
-  try {
-    return localStorage.getItem("pulseboard.wall") === "1";
-  } catch {
-    return false;
-  }
+  return hashParams().get("wall") === "1";
+}
+
+// Earlier versions remembered wall mode in the browser; forget it.
+try {
+  localStorage.removeItem("pulseboard.wall");
+} catch {
+  // no storage
 }
 
 export function App() {
@@ -144,21 +192,17 @@ export function App() {
     void loadMetrics();
   }, [epoch]);
 
-  // The address changed by hand (or a bookmark was opened): follow its wall parameter.
+  // The address changed (a link, by hand, a bookmark): it alone says whether wall mode is on.
   useEffect(() => {
-    const p = hashParams().get("wall");
-    if (p === "1" || p === "0") setWall(p === "1");
+    setWall(readWall());
   }, [r]);
 
   useEffect(() => {
     document.documentElement.classList.toggle("wall", wall);
-    try {
-      localStorage.setItem("pulseboard.wall", wall ? "1" : "0");
-    } catch {
-      // no storage
-    }
     const onKey = (e: KeyboardEvent) => {
-      if (e.key === "Escape" && wall) setWall(false);
+      if (e.key !== "Escape" || !wall || e.defaultPrevented) return;
+      replaceHashParams({ wall: null });
+      setWall(false);
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
@@ -248,6 +292,7 @@ export function App() {
           Could not load the metrics: {metrics.error}
         </p>
       )}
+      <OutageNotice />
       <div id="content" tabIndex={-1} class="content">
         {content}
       </div>

@@ -39,8 +39,8 @@ export class ApiError extends Error {
   }
 }
 
-async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { Accept: "application/json" };
+async function request<T>(method: string, path: string, body?: unknown, extra?: Record<string, string>): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json", ...extra };
   if (sessionKey) headers.Authorization = `Bearer ${sessionKey}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res: Response;
@@ -74,8 +74,13 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
 export const api = {
   dashboards: () => request<{ dashboards: Dashboard[] }>("GET", "/v1/dashboards"),
   dashboard: (id: string) => request<Dashboard>("GET", `/v1/dashboards/${encodeURIComponent(id)}`),
-  saveDashboard: (id: string, body: Omit<Dashboard, "id" | "source" | "updated_ms">) =>
-    request<Dashboard>("PUT", `/v1/dashboards/${encodeURIComponent(id)}`, body),
+  /**
+   * Save a dashboard. `create`: only if no dashboard has that id yet (`If-None-Match: *`); the
+   * server answers 412 rather than overwrite one. Without it, an existing user dashboard is
+   * replaced (saving it under its own id).
+   */
+  saveDashboard: (id: string, body: Omit<Dashboard, "id" | "source" | "updated_ms">, create: boolean) =>
+    request<Dashboard>("PUT", `/v1/dashboards/${encodeURIComponent(id)}`, body, create ? { "If-None-Match": "*" } : undefined),
   deleteDashboard: (id: string) =>
     request<void>("DELETE", `/v1/dashboards/${encodeURIComponent(id)}`),
   metrics: () => request<{ metrics: MetricDef[] }>("GET", "/v1/metrics"),

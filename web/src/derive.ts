@@ -170,28 +170,33 @@ export function toPlot(view: View, maxLines = 12): Plot {
   const step = view.stepMs;
   if (zero && series.length > 0 && !sliding) {
     // A regular grid over the range, so that quiet steps show as 0 rather than a straight line.
-    const start = Math.ceil((view.now - view.rangeMs) / step) * step;
+    // It starts at the first point: before any data existed there is no line, not a 0 line.
+    const firstT = Math.min(...series.map((s) => s.points[0]?.t ?? Infinity));
+    const start = Math.max(Math.ceil((view.now - view.rangeMs) / step) * step, firstT);
     const lastT = Math.max(...series.map((s) => s.points.at(-1)?.t ?? 0));
     for (let t = start; t <= Math.max(lastT, view.now - step); t += step) xsSet.add(t);
   }
   for (const s of series) for (const p of s.points) xsSet.add(p.t + shift);
   const tails = new Map(view.tail.map((v) => [labelKey(v.labels), v]));
   for (const v of view.tail) xsSet.add(v.window_end);
-  const xs = [...xsSet].sort((a, b) => a - b);
+  // Nothing before the range: a point off the chart's left edge would draw a line in from nowhere.
+  const lo = view.now - view.rangeMs;
+  const xs = [...xsSet].filter((x) => x >= lo).sort((a, b) => a - b);
   const index = new Map(xs.map((x, i) => [x, i]));
   const lines = series.map((s) => {
     const ys: (number | null)[] = xs.map(() => (zero ? 0 : null));
     const statuses: (Status | null)[] = xs.map(() => null);
     for (const p of s.points) {
-      const i = index.get(p.t + shift) as number;
+      const i = index.get(p.t + shift);
+      if (i === undefined) continue;
       ys[i] = p.value;
       statuses[i] = p.status;
     }
     const tail = tails.get(labelKey(s.labels));
-    if (tail) {
-      const i = index.get(tail.window_end) as number;
-      ys[i] = tail.value;
-      statuses[i] = tail.status;
+    const ti = tail ? index.get(tail.window_end) : undefined;
+    if (tail && ti !== undefined) {
+      ys[ti] = tail.value;
+      statuses[ti] = tail.status;
     }
     if (zero && sliding) {
       // Sliding: no grid, so only fill between the first and last points we have.
@@ -207,6 +212,20 @@ export function toPlot(view: View, maxLines = 12): Plot {
     }
   }
   return { xs, lines };
+}
+
+/**
+ * Only the complete steps of a plot: a tumbling metric's last step is still filling (a new
+ * hour 40 s old), so drawn beside full ones it looks like a collapse. Sliding windows always
+ * span their full length and pipeline samples are point values: those keep every point.
+ */
+export function completeSteps(plot: Plot, view: View): Plot {
+  if (view.samples || view.info.every_ms !== null) return plot;
+  const keep = plot.xs.map((x) => x + view.stepMs <= view.now);
+  return {
+    xs: plot.xs.filter((_, i) => keep[i]),
+    lines: plot.lines.map((l) => ({ labels: l.labels, ys: l.ys.filter((_, i) => keep[i]), statuses: l.statuses.filter((_, i) => keep[i]) })),
+  };
 }
 
 /** One line for a sparkline: the combined value per x (sum for count/sum, else the first). */

@@ -67,6 +67,18 @@ export function formatValue(v: number | null | undefined, unit: Unit): string {
   }
 }
 
+/**
+ * An axis tick, in the form the axis' largest tick takes: compact for all once it reaches
+ * 100,000 (ticks "50K 100K 150K", not "50,000 100K").
+ */
+export function formatAxis(v: number, unit: Unit, top: number): string {
+  if (top >= 100_000 && (unit === "count" || unit === "number" || unit === "rate")) {
+    const s = nf({ notation: "compact", maximumFractionDigits: 1 }).format(v);
+    return unit === "rate" ? `${s}/s` : s;
+  }
+  return formatValue(v, unit);
+}
+
 /** Thousands separators up to 100,000, then 1.2M style; small non-integers keep 2 decimals. */
 export function compact(v: number): string {
   const a = Math.abs(v);
@@ -86,13 +98,21 @@ export function formatBytes(v: number): string {
   return `${plain(x, i === 0 ? 0 : x < 10 ? 2 : 1)} ${units[i]}`;
 }
 
-/** A change between two values: "+12.5 %" (relative) or the absolute difference. */
+/**
+ * A change between two values: relative ("+12.5 %"), or the absolute difference ("+1,146")
+ * when the earlier value is 0 or under a tenth of the current one; ratios in points.
+ */
 export function formatChange(now: number, before: number, unit: Unit): string {
   if (unit === "ratio") {
     const pts = (now - before) * 100;
     return `${pts >= 0 ? "+" : "−"}${plain(Math.abs(pts), 2)} pts`;
   }
-  if (before === 0) return now === 0 ? "±0" : `+${formatValue(now, unit)}`;
+  // A base under a tenth of the value (a window that began before data existed, a few stray
+  // backdated events) makes a meaningless "+25,700 %": say the absolute difference instead.
+  if (before === 0 || Math.abs(before) < Math.abs(now) / 10) {
+    const diff = now - before;
+    return diff === 0 ? "±0" : `${diff > 0 ? "+" : "−"}${formatValue(Math.abs(diff), unit)}`;
+  }
   const rel = (now - before) / Math.abs(before);
   const sign = rel > 0 ? "+" : rel < 0 ? "−" : "±";
   return `${sign}${nf({ style: "percent", maximumFractionDigits: Math.abs(rel) < 0.1 ? 1 : 0 }).format(Math.abs(rel))}`;

@@ -38,15 +38,48 @@ export function setLeaveGuard(guard: (() => boolean) | null): void {
 }
 
 let shownHash = location.hash;
+
+/**
+ * Each history entry of the app carries its position (`history.state.idx`), so that a refused
+ * Back or Forward can be undone by moving the other way, instead of rewriting the entry the
+ * user came from (which would lose it: Back again would not reach the previous page).
+ */
+function entryIndex(): number | null {
+  const st = history.state as { idx?: unknown } | null;
+  return st && typeof st.idx === "number" ? st.idx : null;
+}
+let shownIndex = entryIndex() ?? 0;
+if (entryIndex() === null) history.replaceState({ ...(history.state as object | null), idx: shownIndex }, "");
+/** Set while the app moves back to the entry shown: that hashchange is not a navigation. */
+let restoring = false;
+
 window.addEventListener("hashchange", () => {
   const next = parseRoute(location.hash);
   const cur = route.value;
-  const samePage = next.page === cur.page && ("id" in next ? next.id : "") === ("id" in cur ? cur.id : "");
-  if (!samePage && leaveGuard && !leaveGuard()) {
-    // Stay: put the address back without a new history entry.
-    history.replaceState(history.state, "", shownHash || "#/");
+  const idx = entryIndex();
+  if (restoring) {
+    restoring = false;
+    shownHash = location.hash;
     return;
   }
+  const samePage = next.page === cur.page && ("id" in next ? next.id : "") === ("id" in cur ? cur.id : "");
+  if (!samePage && leaveGuard && !leaveGuard()) {
+    // Stay: return to the entry shown. Back/Forward moved to a numbered entry: go the other
+    // way by as much; a link or a typed address made a new entry: step back onto ours.
+    restoring = true;
+    if (idx !== null && idx !== shownIndex) history.go(shownIndex - idx);
+    else if (idx === null) history.back();
+    else {
+      restoring = false;
+      history.replaceState(history.state, "", shownHash || "#/");
+    }
+    return;
+  }
+  // A new entry (a link, a typed address) gets the next position.
+  if (idx === null) {
+    shownIndex += 1;
+    history.replaceState({ ...(history.state as object | null), idx: shownIndex }, "");
+  } else shownIndex = idx;
   shownHash = location.hash;
   route.set(next);
 });

@@ -1,6 +1,6 @@
 // A dashboard: its panels on a responsive grid, a range selector (progressive loading: the
 // dashboard's range first, longer history only when widened), and the first-values mark.
-import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { connection } from "../live";
 import { Panel } from "../panels/Panel";
 import { useSignal } from "../signal";
@@ -16,8 +16,12 @@ function spanOf(p: DashboardDef["panels"][number]): number {
 interface Layout {
   cols: number;
   spans: number[];
+  rows: number;
   chartHeight?: number;
 }
+
+/** Wall mode fits a dashboard of up to this many rows on the screen (no scrolling). */
+const FIT_ROWS = 3;
 
 /**
  * Large screens (≥ 1920 px) and wall mode: as many columns as fill the width in few rows, the
@@ -30,7 +34,8 @@ function wallLayout(panels: DashboardDef["panels"], wall: boolean, w: number, h:
   const spans = panels.map(spanOf);
   const units = spans.reduce((a, b) => a + b, 0);
   // Laptops: the columns the CSS grid would make (330 px panels, 14 px gaps, 18 px padding).
-  const cols = big ? Math.min(Math.max(2, Math.floor(w / 380)), Math.max(2, Math.ceil(units / 2))) : Math.max(1, Math.floor((w - 36 + 14) / (330 + 14)));
+  // Wall mode: few rows, so each is tall enough to read (at most 3 rows for 6 panels).
+  const cols = big ? Math.min(Math.max(2, Math.floor(w / 380)), Math.max(2, Math.ceil(units / (wall ? FIT_ROWS - 1 : 2)))) : Math.max(1, Math.floor((w - 36 + 14) / (330 + 14)));
   for (let i = 0; i < spans.length; i += 1) spans[i] = Math.min(spans[i] as number, cols);
   // A panel that does not fit in a row's rest starts the next row; the one before it widens
   // to close the row, so no row has a hole.
@@ -46,11 +51,11 @@ function wallLayout(panels: DashboardDef["panels"], wall: boolean, w: number, h:
     used += s;
   }
   if (used < cols) spans[spans.length - 1] = (spans.at(-1) as number) + (cols - used);
-  if (!big) return { cols, spans };
+  if (!big) return { cols, spans, rows };
   const chrome = wall ? 100 : 160;
   const perRow = (h - chrome) / Math.min(rows, 3);
   const chartHeight = Math.round(Math.max(200, Math.min(900, perRow - 200)));
-  return { cols, spans, chartHeight };
+  return { cols, spans, rows, chartHeight };
 }
 
 function useViewport(): [number, number] {
@@ -127,6 +132,23 @@ export function Dashboard({ dashboard, urlRange, wall, onToggleWall }: { dashboa
   const rangeMs = parseDuration(range) ?? 300_000;
   const [vw, vh] = useViewport();
   const layout = wallLayout(dashboard.panels, wall, vw, vh);
+  // Wall mode: the whole dashboard on the screen, its rows sharing the height left below the
+  // toolbar (measured, since type sizes grow with the screen).
+  const gridRef = useRef<HTMLDivElement>(null);
+  const [gridTop, setGridTop] = useState(0);
+  const fit = wall && !!layout && layout.rows <= FIT_ROWS;
+  useLayoutEffect(() => {
+    if (!fit || !gridRef.current) return;
+    setGridTop(gridRef.current.getBoundingClientRect().top + window.scrollY);
+  }, [fit, vw, vh, dashboard.id]);
+  const gridHeight = fit && gridTop > 0 ? Math.max(300, vh - gridTop - 14) : 0;
+  const rowHeight = gridHeight && layout ? (gridHeight - 16 * (layout.rows - 1)) / layout.rows : 0;
+  const gridStyle: Record<string, string> = {};
+  if (layout) gridStyle.gridTemplateColumns = `repeat(${layout.cols}, minmax(0, 1fr))`;
+  if (gridHeight && layout) {
+    gridStyle.height = `${gridHeight}px`;
+    gridStyle.gridTemplateRows = `repeat(${layout.rows}, minmax(0, 1fr))`;
+  }
   return (
     <main class="dashboard" data-testid="dashboard" data-id={dashboard.id}>
       <div class="toolbar">
@@ -155,7 +177,7 @@ export function Dashboard({ dashboard, urlRange, wall, onToggleWall }: { dashboa
           This dashboard has no panels yet. <a href={`#/d/${encodeURIComponent(dashboard.id)}/edit`}>Add some</a>.
         </p>
       ) : (
-        <div class={`grid${layout ? " grid-wall" : ""}`} style={layout ? { gridTemplateColumns: `repeat(${layout.cols}, minmax(0, 1fr))` } : undefined}>
+        <div ref={gridRef} class={`grid${layout ? " grid-wall" : ""}${fit ? " grid-fit" : ""}`} style={layout ? gridStyle : undefined}>
           {dashboard.panels.map((p, i) => (
             <Panel
               key={`${dashboard.id}:${i}:${p.metric}:${p.kind}:${p.divide_by}:${p.compare}`}
@@ -165,7 +187,7 @@ export function Dashboard({ dashboard, urlRange, wall, onToggleWall }: { dashboa
               onReady={readyFor(i)}
               large={wall}
               {...(layout ? { span: layout.spans[i] ?? 1 } : {})}
-              {...(layout?.chartHeight ? { chartHeight: layout.chartHeight } : {})}
+              {...(rowHeight ? { chartHeight: Math.max(120, Math.round(rowHeight - 150)), fill: true } : layout?.chartHeight ? { chartHeight: layout.chartHeight } : {})}
             />
           ))}
         </div>

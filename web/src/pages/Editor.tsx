@@ -59,6 +59,12 @@ export function idProblem(id: string): string | null {
   return `“${id}” is not a valid id: ${ID_RULE}.`;
 }
 
+/** The live warning for an id in use: saving would be refused, so say where that dashboard is. */
+function takenMessage(id: string, other: Dashboard | undefined): string {
+  const what = other ? `“${other.title}”${other.source === "config" ? " (from the config file)" : ""}` : "another dashboard";
+  return `The id “${id}” is taken by ${what}: choose another id, or open that dashboard to edit it.`;
+}
+
 export default function Editor({ route }: { route: Route }) {
   const dashboards = useSignal(dashboardsStore).data;
   const metrics = useSignal(metricsStore).data;
@@ -171,16 +177,18 @@ export default function Editor({ route }: { route: Route }) {
           divide_by: divide_by || null,
         })),
       };
-      await api.saveDashboard(id, body);
+      // Creating (a new dashboard, a copy, or an edit under another id) must never replace a
+      // dashboard that has this id already: the server refuses with 412 then.
+      const create = !existing || readOnly || id !== existing.id;
+      await api.saveDashboard(id, body, create);
       await loadDashboards();
       // The saved dashboard replaces the editor in the history: Back does not reopen an
       // editor (an empty "New dashboard" after a save).
       leaving.current = true;
       replaceRoute(dashboardHref(id));
     } catch (err) {
-      // The server's own message; a 409 on a config id also says what to do about it.
-      const hint = err instanceof ApiError && err.status === 409 ? " — choose a new id to save a copy" : "";
-      setError(err instanceof ApiError ? `${err.message}${hint}` : String(err));
+      // The server's own message (a 409 or 412 says what to do about it already).
+      setError(err instanceof ApiError ? err.message : String(err));
     } finally {
       setSaving(false);
     }
@@ -201,7 +209,7 @@ export default function Editor({ route }: { route: Route }) {
           label: "Undo",
           run: () => {
             void api
-              .saveDashboard(copy.id, { title: copy.title, range: copy.range, panels: copy.panels })
+              .saveDashboard(copy.id, { title: copy.title, range: copy.range, panels: copy.panels }, true)
               .then(loadDashboards)
               .then(() => navigate(dashboardHref(copy.id)));
           },
@@ -213,6 +221,10 @@ export default function Editor({ route }: { route: Route }) {
   };
 
   const metricNames = metrics.map((m) => m.name);
+  // Saving under an id that another dashboard has would be refused (412): say so while typing.
+  const idTrim = draft.id.trim();
+  const idTaken = idTrim !== "" && taken.has(idTrim) && (!existing || readOnly || idTrim !== existing.id);
+  const idError = idTrim !== "" ? (idProblem(idTrim) ?? (idTaken ? takenMessage(idTrim, dashboards?.find((d) => d.id === idTrim)) : null)) : null;
   return (
     <main class="editor">
       <form onSubmit={save} aria-labelledby="editor-heading" noValidate>
@@ -267,7 +279,7 @@ export default function Editor({ route }: { route: Route }) {
               value={draft.id}
               pattern={ID_PATTERN}
               maxLength={ID_MAX}
-              aria-invalid={draft.id !== "" && idProblem(draft.id) !== null}
+              aria-invalid={idError !== null}
               spellcheck={false}
               aria-describedby="id-help"
               onInput={(e) => {
@@ -276,7 +288,7 @@ export default function Editor({ route }: { route: Route }) {
               }}
             />
             <small id="id-help" class="muted">
-              {draft.id !== "" && idProblem(draft.id) ? <span class="field-error">{idProblem(draft.id)}</span> : existing && !readOnly ? `A new id saves a copy; the original stays. ${ID_RULE}.` : `Used in the address (#/d/id). ${ID_RULE}.`}
+              {idError ? <span class="field-error" data-testid="editor-id-problem">{idError}</span> : existing && !readOnly ? `A new id saves a copy; the original stays. ${ID_RULE}.` : `Used in the address (#/d/id). ${ID_RULE}.`}
             </small>
           </label>
           <label class="field">

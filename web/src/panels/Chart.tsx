@@ -4,7 +4,7 @@
 import { useEffect, useRef } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { formatTime, formatValue, type Unit } from "../format";
+import { formatAxis, formatTime, formatValue, type Unit } from "../format";
 import { useSignal } from "../signal";
 import { cssVar, seriesColor, theme } from "../theme";
 import type { Status } from "../types";
@@ -27,12 +27,26 @@ interface Props {
   ariaLabel: string;
   /** Pipeline samples: no window statuses to draw or explain. */
   samples?: boolean;
+  /** Take the height the layout gives (wall mode: rows share the screen) instead of `height`. */
+  fill?: boolean;
 }
 
 const STATUS_WORD: Record<string, string> = { open: "provisional, window open", final: "final", revised: "revised by late events" };
 
+/** One rule per axis: every tick in the form of the largest (never "80,000" beside "100K"). */
 function axisValues(unit: Unit) {
-  return (_u: uPlot, splits: number[]) => splits.map((v) => formatValue(v, unit));
+  return (_u: uPlot, splits: number[]) => {
+    const top = Math.max(0, ...splits.map((v) => Math.abs(v)));
+    return splits.map((v) => formatAxis(v, unit, top));
+  };
+}
+
+const INT_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4, 2.5e4, 5e4, 1e5, 2e5, 2.5e5, 5e5, 1e6, 2e6, 5e6, 1e7, 2e7, 5e7, 1e8, 1e9];
+const BYTE_INCRS = Array.from({ length: 41 }, (_, i) => 2 ** i);
+
+/** Ticks at whole numbers for counts, at powers of two for bytes; uPlot's default otherwise. */
+function incrsOf(unit: Unit): number[] | undefined {
+  return unit === "count" ? INT_INCRS : unit === "bytes" ? BYTE_INCRS : undefined;
 }
 
 // Axis labels stay short (24-hour clock, seconds only when ticks are under a minute apart);
@@ -90,7 +104,15 @@ function statusHook(linesRef: { current: ChartLine[] }) {
   };
 }
 
-export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel, samples }: Props) {
+/** The plot's height that fills the host: what is left of it beside uPlot's legend. */
+function fillHeight(el: HTMLElement, u: uPlot | null, fallback: number): number {
+  const h = el.clientHeight;
+  if (h <= 0) return fallback;
+  const legend = u?.root.querySelector<HTMLElement>(".u-legend")?.offsetHeight ?? 0;
+  return Math.max(60, Math.floor(h - legend - 2));
+}
+
+export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel, samples, fill }: Props) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const linesRef = useRef<ChartLine[]>(lines);
@@ -98,7 +120,7 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel, samples 
   const currentTheme = useSignal(theme);
   linesRef.current = lines;
   range.current = [xMin, xMax];
-  const shape = `${unit}|${lines.map((l) => `${l.label}:${l.dashed ? 1 : 0}`).join(",")}|${currentTheme}|${height}`;
+  const shape = `${unit}|${lines.map((l) => `${l.label}:${l.dashed ? 1 : 0}`).join(",")}|${currentTheme}|${fill ? "fill" : height}`;
   const data = [xs, ...lines.map((l) => l.ys)] as uPlot.AlignedData;
 
   useEffect(() => {
@@ -111,7 +133,7 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel, samples 
     const axis = { stroke: cssVar("--muted"), grid, ticks: { show: false }, font: `${axisPx}px ${cssVar("--font")}` };
     const opts: uPlot.Options = {
       width: Math.max(el.clientWidth, 100),
-      height,
+      height: fill ? fillHeight(el, null, height) - 24 : height,
       ms: 1,
       cursor: { y: false, points: { size: 6 } },
       // Solid markers in the series' colour (the default is the fill: a pale, grey-looking box).
@@ -132,7 +154,7 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel, samples 
       },
       axes: [
         { ...axis, values: timeAxis, space: axisPx * 6, size: axisPx * 2.6 },
-        { ...axis, values: axisValues(unit), size: axisPx * 6, space: axisPx * 2.5 },
+        { ...axis, values: axisValues(unit), size: axisPx * 6, space: axisPx * 2.5, ...(incrsOf(unit) ? { incrs: incrsOf(unit) } : {}) },
       ],
       series: [
         { value: (_u, v) => (v === null ? "–" : formatTime(v)) },
@@ -155,10 +177,13 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel, samples 
     };
     const u = new uPlot(opts, data, el);
     plot.current = u;
-    const ro = new ResizeObserver(() => {
+    const resize = () => {
       const w = el.clientWidth;
-      if (w > 0 && w !== u.width) u.setSize({ width: w, height });
-    });
+      const h = fill ? fillHeight(el, u, height) : height;
+      if (w > 0 && (w !== u.width || h !== u.height)) u.setSize({ width: w, height: h });
+    };
+    if (fill) resize();
+    const ro = new ResizeObserver(resize);
     ro.observe(el);
     return () => {
       ro.disconnect();
@@ -176,7 +201,7 @@ export function Chart({ xs, lines, unit, height, xMin, xMax, ariaLabel, samples 
   const open = has("open");
   const revised = has("revised");
   return (
-    <div class="chart-wrap">
+    <div class={`chart-wrap${fill ? " fill" : ""}`}>
       <div class="chart" ref={host} role="img" aria-label={ariaLabel} />
       {(open || revised) && (
         <p class="chart-key muted" aria-hidden="true">

@@ -18,6 +18,8 @@ interface Props {
   /** Large screens: the columns this panel takes and its chart height (Dashboard's layout). */
   span?: number;
   chartHeight?: number;
+  /** Wall mode: the panel fills its grid cell and charts take the height left. */
+  fill?: boolean;
 }
 
 export function panelTitle(p: PanelDef): string {
@@ -25,21 +27,21 @@ export function panelTitle(p: PanelDef): string {
   return p.divide_by ? `${p.metric} / ${p.divide_by}` : p.metric;
 }
 
-function Body({ kind, view, unit, title, height, max, past }: { kind: string; view: View; unit: Unit; title: string; height: number; max?: number; past?: boolean }) {
+function Body({ kind, view, unit, title, height, max, past, fill, stale }: { kind: string; view: View; unit: Unit; title: string; height: number; max?: number; past?: boolean; fill?: boolean; stale?: boolean }) {
   const p = !!past;
   switch (kind) {
     case "timeseries":
-      return <TimeSeries view={view} unit={unit} title={title} height={height} past={p} />;
+      return <TimeSeries view={view} unit={unit} title={title} height={height} past={p} {...(fill ? { fill } : {})} />;
     case "bars":
-      return <Bars view={view} unit={unit} past={p} {...(max !== undefined ? { max } : {})} />;
+      return <Bars view={view} unit={unit} past={p} stale={!!stale} {...(max !== undefined ? { max } : {})} />;
     case "table":
-      return <Table view={view} unit={unit} height={height} past={p} />;
+      return <Table view={view} unit={unit} height={height} past={p} stale={!!stale} />;
     default:
       return null;
   }
 }
 
-export function Panel({ panel, rangeMs, connectionDown, onReady, large, span, chartHeight }: Props) {
+export function Panel({ panel, rangeMs, connectionDown, onReady, large, span, chartHeight, fill }: Props) {
   const src = usePanelView(panel.metric, panel.divide_by, rangeMs);
   const view = src.view;
   const h = view ? headline(view) : null;
@@ -90,7 +92,7 @@ export function Panel({ panel, rangeMs, connectionDown, onReady, large, span, ch
 
   return (
     <section
-      class={`panel kind-${panel.kind}${half ? " split" : ""}`}
+      class={`panel kind-${panel.kind}${half ? " split" : ""}${fill ? " fill" : ""}`}
       data-testid="panel"
       data-metric={panel.metric}
       data-kind={panel.kind}
@@ -108,7 +110,8 @@ export function Panel({ panel, rangeMs, connectionDown, onReady, large, span, ch
           {statusText}
         </span>
       </header>
-      {src.error || view?.error ? (
+      {/* While the connection is down the page says so once (App); a fetch failing then is no news. */}
+      {src.error || (view?.error && !connectionDown) ? (
         <p class="error" role="alert">{src.error ?? view?.error}</p>
       ) : null}
       {view && h ? (
@@ -130,16 +133,16 @@ export function Panel({ panel, rangeMs, connectionDown, onReady, large, span, ch
                 </span>
               )}
             </div>
-            <div class={half ? "halves" : ""}>
+            <div class={`panel-body${half ? " halves" : ""}`}>
               <div class="half">
                 {half && <p class="half-label">now</p>}
-                <Body kind={panel.kind} view={view} unit={unit} title={title} height={height} {...(maxBar !== undefined ? { max: maxBar } : {})} />
+                <Body kind={panel.kind} view={view} unit={unit} title={title} height={height} stale={status === "stale"} {...(fill ? { fill } : {})} {...(maxBar !== undefined ? { max: maxBar } : {})} />
               </div>
               {half && (
                 <div class="half history" data-testid="panel-history">
                   <p class="half-label">{half.label}</p>
                   {half.view ? (
-                    <Body kind={panel.kind} view={half.view} past unit={unit} title={`${title}, ${half.label}`} height={height} {...(maxBar !== undefined ? { max: maxBar } : {})} />
+                    <Body kind={panel.kind} view={half.view} past unit={unit} title={`${title}, ${half.label}`} height={height} {...(fill ? { fill } : {})} {...(maxBar !== undefined ? { max: maxBar } : {})} />
                   ) : (
                     <p class="muted">{half.error ?? "Loading…"}</p>
                   )}

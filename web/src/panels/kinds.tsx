@@ -1,7 +1,7 @@
 // The four panel kinds. Each gets a view (live value + history) and draws it; the frame
 // (title, status badge, split view) is Panel.tsx.
 import { useMemo, useState } from "preact/hooks";
-import { combine, lineSummary, sparkValues, toPlot, type Headline } from "../derive";
+import { combine, completeSteps, lineSummary, sparkValues, toPlot, type Headline } from "../derive";
 import type { View } from "../feeds";
 import { formatChange, formatDuration, formatFull, formatLabels, formatTime, formatValue, plural, type Unit } from "../format";
 import type { Labels, Status } from "../types";
@@ -40,13 +40,15 @@ export function Value({ h, unit, size, window }: { h: Headline; unit: Unit; size
 }
 
 function windowCaption(view: View, h: Headline): string {
-  if (h.windowStart === null || h.windowEnd === null) return "";
+  // Pipeline stats are running totals and rates sampled each second: no window to name.
+  if (view.samples || h.windowStart === null || h.windowEnd === null) return "";
   if (view.info.every_ms !== null) return `${formatTime(h.windowStart)} – ${formatTime(h.windowEnd)} (sliding)`;
   return `${formatTime(h.windowStart)} – ${formatTime(h.windowEnd)}`;
 }
 
 export function Stat({ view, h, unit, reference, compact }: { view: View; h: Headline; unit: Unit; reference: Reference | null; compact?: boolean }) {
-  const spark = useMemo(() => sparkValues(toPlot(view), view.info.agg === "ratio" ? "ratio" : view.info.agg), [view]);
+  // Complete windows only (the open one is the headline, with its window beside it).
+  const spark = useMemo(() => sparkValues(completeSteps(toPlot(view), view), view.info.agg === "ratio" ? "ratio" : view.info.agg), [view]);
   let change = null;
   if (reference && reference.value !== null && h.value !== null) {
     const diff = h.value - reference.value;
@@ -70,17 +72,18 @@ export function Stat({ view, h, unit, reference, compact }: { view: View; h: Hea
       <Value h={h} unit={unit} size="big" />
       {change ?? <p class="change muted">{"\u00a0"}</p>}
       <p class="caption muted">{windowCaption(view, h)}</p>
-      {!compact && <Sparkline values={spark} label={sparkLabel(spark, unit)} />}
+      {!compact && <Sparkline values={spark} label={sparkLabel(spark, unit, view)} />}
     </div>
   );
 }
 
-/** What a sparkline shows, in words; null (nothing to say) below two points. */
-function sparkLabel(values: (number | null)[], unit: Unit): string | null {
+/** What a sparkline shows, in words (the same values it draws); null below two points. */
+function sparkLabel(values: (number | null)[], unit: Unit, view: View): string | null {
   const sum = lineSummary(values);
   const n = values.filter((v) => v !== null).length;
   if (!sum || n < 2) return null;
-  return `Trend over the range: ${plural(n, "point")}, latest ${formatValue(sum.last, unit)}, lowest ${formatValue(sum.min, unit)}, highest ${formatValue(sum.max, unit)}`;
+  const each = view.samples ? "one sample per second" : view.info.every_ms !== null ? `${formatDuration(view.info.window_ms)} windows` : `complete ${formatDuration(view.stepMs)} steps`;
+  return `Trend over the range (${each}): ${plural(n, "point")}, last ${formatValue(sum.last, unit)}, lowest ${formatValue(sum.min, unit)}, highest ${formatValue(sum.max, unit)}`;
 }
 
 /** A chart's summary for screen readers: per line, its latest value and its range. */
@@ -93,14 +96,38 @@ function chartLabel(title: string, lines: { label: string; ys: (number | null)[]
   return `${title}, chart of the last ${formatDuration(rangeMs)}. ${parts.join("; ")}${more}`;
 }
 
-export function TimeSeries({ view, unit, title, height, dashed, past }: { view: View; unit: Unit; title: string; height: number; dashed?: boolean; past?: boolean }) {
+export function TimeSeries({ view, unit, title, height, dashed, past, fill }: { view: View; unit: Unit; title: string; height: number; dashed?: boolean; past?: boolean; fill?: boolean }) {
   const plot = useMemo(() => toPlot(view), [view]);
   // An ungrouped metric has one line: name it after the metric rather than "(all)".
   const lines = plot.lines.map((l) => ({ label: Object.keys(l.labels).length ? formatLabels(l.labels) : view.info.name, ys: l.ys, statuses: l.statuses, dashed: !!dashed }));
   if (plot.xs.length === 0) {
     return <div class="chart-empty muted" style={{ height: `${height}px` }}>{!view.loaded ? "Loading…" : past ? "No data in this range" : "No points in this range yet"}<canvas hidden /></div>;
   }
-  return <Chart xs={plot.xs} lines={lines} unit={unit} height={height} xMin={view.now - view.rangeMs} xMax={view.now} ariaLabel={chartLabel(title, lines, unit, view.rangeMs)} samples={!!view.samples} />;
+  const step = stepNote(view);
+  return (
+    <>
+      <Chart xs={plot.xs} lines={lines} unit={unit} height={height} xMin={view.now - view.rangeMs} xMax={view.now} ariaLabel={`${chartLabel(title, lines, unit, view.rangeMs)}${step ? ` ${step}.` : ""}`} samples={!!view.samples} {...(fill ? { fill } : {})} />
+      {step && (
+        <p class="chart-step muted" data-testid="chart-step" data-step-ms={String(view.stepMs)}>
+          {step}
+        </p>
+      )}
+    </>
+  );
+}
+
+/**
+ * Long ranges draw steps of several windows (7 days of a per-minute count: one point per hour).
+ * Say so, or a per-hour total reads as a per-minute number. Null when a point is one window.
+ */
+export function stepNote(view: View): string | null {
+  if (view.samples || view.stepMs <= view.info.window_ms) return null;
+  const step = formatDuration(view.stepMs);
+  const n = Math.round(view.stepMs / view.info.window_ms);
+  const windows = `${n} windows of ${formatDuration(view.info.window_ms)}`;
+  if (view.info.agg === "count" || view.info.agg === "sum") return `Each point: the total per ${step} (${windows} added up)`;
+  if (view.info.agg === "ratio") return `Each point: the ratio over ${step} (${windows})`;
+  return `Each point: the ${view.info.agg} over ${step} (${windows} merged)`;
 }
 
 export interface Row {
@@ -127,7 +154,7 @@ export function rowsByLabel(view: View): Row[] {
 
 const BAR_LIMIT = 100;
 
-export function Bars({ view, unit, max, past }: { view: View; unit: Unit; max?: number; past?: boolean }) {
+export function Bars({ view, unit, max, past, stale }: { view: View; unit: Unit; max?: number; past?: boolean; stale?: boolean }) {
   const rows = rowsByLabel(view).sort((a, b) => (b.value ?? -Infinity) - (a.value ?? -Infinity));
   const top = max ?? Math.max(0, ...rows.map((r) => r.value ?? 0));
   if (rows.length === 0) return <p class="muted empty">{!view.loaded ? "Loading…" : past ? "No data in this window" : "No values in this window yet"}</p>;
@@ -137,10 +164,10 @@ export function Bars({ view, unit, max, past }: { view: View; unit: Unit; max?: 
         const label = formatLabels(r.labels);
         const pct = top > 0 && r.value !== null ? Math.max(0, (r.value / top) * 100) : 0;
         return (
-          <li key={label} class="bar" data-testid="bar" data-label={label} data-value={r.value === null ? "" : String(r.value)} title={`${label}: ${formatFull(r.value, unit)} (${STATUS_TEXT[r.status]})`}>
+          <li key={label} class="bar" data-testid="bar" data-label={label} data-value={r.value === null ? "" : String(r.value)} title={`${label}: ${formatFull(r.value, unit)} (${STATUS_TEXT[stale ? "stale" : r.status]})`}>
             <span class="bar-label">{label}</span>
             <span class="bar-track" aria-hidden="true">
-              <span class={`bar-fill status-${r.status}`} style={{ width: `${pct}%` }} />
+              <span class={`bar-fill status-${stale ? "stale" : r.status}`} style={{ width: `${pct}%` }} />
             </span>
             <span class="bar-value">{formatValue(r.value, unit)}</span>
           </li>
@@ -160,7 +187,7 @@ type SortKey = string;
  * A table with virtual scrolling: only the rows in view (plus a few) are in the DOM, so 10,000
  * label sets scroll as smoothly as 10. Grouped metrics list label sets; others list windows.
  */
-export function Table({ view, unit, height, past }: { view: View; unit: Unit; height: number; past?: boolean }) {
+export function Table({ view, unit, height, past, stale }: { view: View; unit: Unit; height: number; past?: boolean; stale?: boolean }) {
   const grouped = view.info.group_by.length > 0 || (view.current?.values.length ?? 0) > 1;
   const [scrollTop, setScrollTop] = useState(0);
   const [sort, setSort] = useState<{ key: SortKey; desc: boolean }>({ key: grouped ? "value" : "time", desc: true });
@@ -218,7 +245,7 @@ export function Table({ view, unit, height, past }: { view: View; unit: Unit; he
               ))}
               {!grouped && <span role="cell">{formatTime(r.t)}</span>}
               <span role="cell" class="num" title={formatFull(r.value, unit)}>{formatValue(r.value, unit)}</span>
-              <span role="cell"><span class={`badge badge-${r.status}`} title={STATUS_HELP[r.status]}>{STATUS_TEXT[r.status]}</span></span>
+              <span role="cell"><span class={`badge badge-${stale ? "stale" : r.status}`} data-testid="row-status" title={STATUS_HELP[stale ? "stale" : r.status]}>{STATUS_TEXT[stale ? "stale" : r.status]}</span></span>
             </div>
           ))}
         </div>
