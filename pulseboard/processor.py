@@ -168,8 +168,10 @@ class Processor:
     ) -> None:
         self.config = config
         self.decoder = EventDecoder(config)
+        self._data_dir = data_dir
         self.log = SqliteLogReader(data_dir / LOG_FILE)
         self.state = SqliteState(data_dir / STATE_FILE)
+        self._reconciler: threading.Thread | None = None
         self._checkpoints = Checkpointer(SqliteCheckpoints(data_dir / CHECKPOINT_FILE))
         self._publish = publish
         self._checkpoint_every_ms = checkpoint_every_ms
@@ -279,27 +281,71 @@ class Processor:
         if now >= self._next_trim_ms:
             self._next_trim_ms = now + TRIM_EVERY_MS
             self._trim(now)
-        if now >= self._next_reconcile_ms:
+        if now >= self._next_reconcile_ms and not self._reconciling():
             self._next_reconcile_ms = now + self.config.pipeline.reconcile_every_ms
-            self.reconcile(now)
+            self._reconcile_in_background(now)
         return message
 
     def reconcile(self, now: int | None = None) -> None:
-        """Apply pending late events to history now."""
+        """Apply pending late events to history now (waiting for a background run first)."""
+        if self._reconciler is not None:
+            self._reconciler.join()
+        stream = self.engine.stream_time_ms
+        self._reconcile(self.log, self.state, (self.pos, stream), None, now or now_ms())
+
+    def _reconcile(
+        self,
+        reader: SqliteLogReader,
+        state: SqliteState,
+        at: tuple[int, int | None],
+        pending: list[LateRow] | None,
+        now: int,
+    ) -> None:
+        """Reconcile with the log up to position ``at[0]``, where stream time was ``at[1]``."""
         result = reconcile(
             self.config,
-            self.log,
-            self.state,
-            through_pos=self.pos,
-            stream_time_ms=self.engine.stream_time_ms,
-            now_ms=now or now_ms(),
+            reader,
+            state,
+            through_pos=at[0],
+            stream_time_ms=at[1],
+            now_ms=now,
+            pending=pending,
         )
         self.stats.reconciled += result.events
         if result.events:
             log.info("reconciled %d late events into %d windows", result.events, result.windows)
 
+    def _reconciling(self) -> bool:
+        return self._reconciler is not None and self._reconciler.is_alive()
+
+    def _reconcile_in_background(self, now: int) -> None:
+        """Reconcile on a thread with connections of its own: recomputing windows from the log
+        can take seconds, and ticks must go on meanwhile (a processor silent for 3 ticks + 2 s
+        reads as down, and live values would stop). The pending late events are read here,
+        with the state at ``self.pos``, so the log up to that position holds all their events."""
+        pending = self.state.pending_late()
+        if not pending:
+            return
+        at = (self.pos, self.engine.stream_time_ms)
+
+        def run() -> None:
+            reader = SqliteLogReader(self._data_dir / LOG_FILE)
+            state = SqliteState(self._data_dir / STATE_FILE)
+            try:
+                self._reconcile(reader, state, at, pending, now)
+            except Exception:
+                log.exception("reconciliation failed; it is tried again at the next interval")
+            finally:
+                reader.close()
+                state.close()
+
+        self._reconciler = threading.Thread(target=run, name="pulseboard-reconcile", daemon=True)
+        self._reconciler.start()
+
     def close(self) -> None:
         """Drain the log, commit with a checkpoint, and close the files."""
+        if self._reconciler is not None:
+            self._reconciler.join()
         self.drain()
         self.tick(drained=True, checkpoint=True)
         self._checkpoints.close()

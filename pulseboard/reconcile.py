@@ -69,10 +69,13 @@ def reconcile(
     through_pos: int,
     stream_time_ms: int | None,
     now_ms: int,
+    pending: list[LateRow] | None = None,
 ) -> Reconciled:
     """Recompute every final window that has pending late events, from log entries up to
-    ``through_pos``, and store the results as revised."""
-    pending = state.pending_late()
+    ``through_pos``, and store the results as revised. ``pending`` (the store's pending late
+    events when None) must have been read when the state was at ``through_pos``."""
+    if pending is None:
+        pending = state.pending_late()
     if not pending or stream_time_ms is None:
         return Reconciled(0, 0, 0, 0)
     # events of a window starting at s arrived at s - max_future or later, and the log keeps
