@@ -207,7 +207,11 @@ class PostgresHistory:
     Thread-safe. Windows are keyed by (metric, window length, start, labels).
     """
 
-    def __init__(self, url: str, *, pool_min: int = 1, pool_max: int = 4) -> None:
+    def __init__(
+        self, url: str, *, pool_min: int = 1, pool_max: int = 4, wait_s: float = 30.0
+    ) -> None:
+        """Open (and migrate) the store at ``url``; a call waits at most ``wait_s`` seconds for
+        a pooled connection before raising ``StoreUnavailable`` (a processor retries later)."""
         self._url = url
         self._where = f"PostgreSQL history store at {mask_url(url)}"
         self._known_days: set[int] = set()
@@ -237,7 +241,7 @@ class PostgresHistory:
                 # A server restart breaks idle connections: check each before handing it out.
                 check=psycopg_pool.ConnectionPool.check_connection,
                 name="pulseboard-history",
-                timeout=30.0,
+                timeout=wait_s,
             )
         )
         try:

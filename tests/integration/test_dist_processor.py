@@ -515,9 +515,7 @@ def test_postgres_outage_keeps_windows_pending_until_it_is_back(
     url = cluster.url
     batches = make_stream(4, 600)
     expected = oracle(config, batches)
-    history = PostgresHistory(url)
-    # the pool waits 30 s for a connection by default; an outage is found sooner this way
-    history._pool.timeout = 2.0
+    history = PostgresHistory(url, wait_s=2.0)  # an outage is found sooner than the default 30 s
     processor, stores = make_processor("p0", config, settings, history, max_backoff_s=0.3)
     runner = Runner()
     try:
