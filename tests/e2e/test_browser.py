@@ -583,12 +583,14 @@ def test_page_survives_a_server_restart(quiet: Server, ui: UI, how: str) -> None
     ui.wait_status("orders_last_5m", "stale")
     state = ui.panel_state("orders_last_5m")
     assert state is not None and state["value"] == "2", f"the last value stays shown: {state}"
+    expect(page.get_by_test_id("outage-notice")).to_have_count(1)  # one notice for the page
     ui.shot("server-down")
 
     quiet.start()  # same port, same data dir
     ui.wait_connection("live", timeout_ms=30_000)
     ui.wait_status("orders_last_5m", "open")
     ui.wait_value("orders_last_5m", 2)  # counted before the stop, still there
+    expect(page.get_by_test_id("outage-notice")).to_have_count(0)
     post_events(quiet.url, orders(ORDERS[2:5]), "d2")
     ui.wait_value("orders_last_5m", 5)
     assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
