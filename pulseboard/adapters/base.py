@@ -34,3 +34,16 @@ class WindowRow:
     value: Any
     state: bytes
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class LateRow:
+    """A late event as stored for reconciliation (labels as canonical JSON)."""
+
+    metric: str
+    event_id: str
+    window_start_ms: int
+    window_end_ms: int
+    labels: str
+    time_ms: int
+    value: Any

@@ -38,13 +38,12 @@ import msgspec
 import redis
 from redis.commands.core import Script
 
-from pulseboard.adapters.base import WindowRow
+from pulseboard.adapters.base import LateRow, WindowRow
 from pulseboard.adapters.ports import HistoryStore
 from pulseboard.adapters.redis_conn import RedisSettings, RedisStore, text
 from pulseboard.adapters.redis_hot_ops import (
     Buckets,
     HotDelta,
-    LateRecord,
     aggregators,
     current_window,
     dedupe_geometry,
@@ -456,7 +455,7 @@ class RedisHotStore(RedisStore):
 
     # --- late events and reconciliation --------------------------------------------------
 
-    def late_entries(self, count: int) -> list[tuple[str, LateRecord]]:
+    def late_entries(self, count: int) -> list[tuple[str, LateRow]]:
         """The oldest ``count`` late events awaiting reconciliation, with their ids in the late
         stream (for ``late_done``)."""
         with self._translate("cannot read from"):
@@ -464,7 +463,7 @@ class RedisHotStore(RedisStore):
         out = []
         for stream_id, raw in rows:
             f = {text(k): text(v) for k, v in raw.items()}
-            record = LateRecord(
+            record = LateRow(
                 f["metric"],
                 f["event_id"],
                 int(f["window_start"]),

@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from pulseboard.adapters.base import LateRow
 from pulseboard.aggregates import Aggregator
 from pulseboard.config import Config, MetricSpec
 from pulseboard.engine import SNAPSHOT_VERSION, Engine, WindowValue, aggregator_for
@@ -69,19 +70,6 @@ def dedupe_geometry(config: Config) -> tuple[int, int]:
 # --- one batch's deltas ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LateRecord:
-    """A late event, as ``sqlite.LateRow`` holds it (labels as canonical JSON)."""
-
-    metric: str
-    event_id: str
-    window_start_ms: int
-    window_end_ms: int
-    labels: str
-    time_ms: int
-    value: Any
-
-
 @dataclass(slots=True)
 class HotDelta:
     """What one commit applies: the engine's partial states of a batch, by metric, bucket
@@ -91,7 +79,7 @@ class HotDelta:
     entry_ids: list[str]
     states: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     ids: dict[int, list[str]] = field(default_factory=dict)
-    late: list[LateRecord] = field(default_factory=list)
+    late: list[LateRow] = field(default_factory=list)
     max_event_ms: int | None = None
 
     @property
@@ -138,7 +126,7 @@ def prepare(
     for late in saved["late"]:
         value = late["value"]
         delta.late.append(
-            LateRecord(
+            LateRow(
                 late["metric"],
                 late["event_id"],
                 late["window_start_ms"],

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pulseboard.adapters.base import LateRow as LateRow
+
 # Re-exported: these lived here before the server adapters existed.
 from pulseboard.adapters.base import StoreUnavailable as StoreUnavailable
 from pulseboard.adapters.base import WindowRow as WindowRow
@@ -161,19 +163,6 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 # --- the processor's state -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LateRow:
-    """A late event as stored for reconciliation."""
-
-    metric: str
-    event_id: str
-    window_start_ms: int
-    window_end_ms: int
-    labels: str
-    time_ms: int
-    value: Any
 
 
 @dataclass(slots=True)
