@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pulseboard import pipeline_stats, series
+from pulseboard.adapters.base import StoreUnavailable
 from pulseboard.adapters.sqlite import StoredDashboard, now_ms
 from pulseboard.auth import AuthError, Authorizer
 from pulseboard.config import Config
@@ -42,7 +43,8 @@ from pulseboard.errors import DecodeError
 from pulseboard.live import Subscriber
 from pulseboard.openapi import OPENAPI
 from pulseboard.processor import current_payload
-from pulseboard.service import Overloaded, Service, TooLarge, gunzip
+from pulseboard.service import Overloaded, TooLarge, gunzip
+from pulseboard.service_port import ApiService
 from pulseboard.telemetry import Telemetry
 from pulseboard.web import StaticApp
 
@@ -68,7 +70,7 @@ def _json(body: bytes, *, max_age_s: int = 0, status: int = 200) -> Response:
 class Api:
     """The routes of one service."""
 
-    def __init__(self, service: Service, *, require_keys: bool) -> None:
+    def __init__(self, service: ApiService, *, require_keys: bool) -> None:
         self.service = service
         self.auth = Authorizer(service.keys, required=require_keys)
         self.telemetry = Telemetry(service)
@@ -372,20 +374,7 @@ class Api:
         return _json(b'{"status":"ok"}')
 
     async def readyz(self, request: Request) -> Response:
-        service = self.service
-        checks: dict[str, str] = {}
-        checks["log"] = service.writer.error or "ok"
-        try:
-            await asyncio.to_thread(service.state.progress)
-            checks["state"] = "ok"
-        except Exception as exc:  # any failure to read means not ready
-            checks["state"] = f"unreadable: {exc}"
-        if not service.processor_alive():
-            checks["processor"] = "not running"
-        elif service.stale():
-            checks["processor"] = "not reporting"
-        else:
-            checks["processor"] = "ok"
+        checks = await asyncio.to_thread(self.service.readiness)
         ready = all(v == "ok" for v in checks.values())
         body = msgspec.json.encode({"ready": ready, "checks": checks})
         return _json(body, status=200 if ready else 503)
@@ -474,7 +463,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(service: Service, *, require_keys: bool) -> Starlette:
+def create_app(service: ApiService, *, require_keys: bool) -> Starlette:
     """The ASGI app; starting it starts the service (and its processor), stopping stops it."""
     api = Api(service, require_keys=require_keys)
 
@@ -497,10 +486,14 @@ def create_app(service: Service, *, require_keys: bool) -> Starlette:
             message = str(exc.detail)
         return error(exc.status_code, message, dict(exc.headers or {}))
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # a store down (PostgreSQL for dashboards or keys, Redis for series): retry later
+        return error(503, str(exc), {"Retry-After": "5"})
+
     return Starlette(
         routes=[*api.routes(), *StaticApp().routes()],
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, StoreUnavailable: unavailable},
         middleware=[Middleware(_Compress)],
     )
 

@@ -12,8 +12,9 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
-from pulseboard.adapters.sqlite import KeyRecord, SqliteKeys, now_ms
+from pulseboard.adapters.sqlite import KeyRecord, now_ms
 from pulseboard.errors import PulseboardError
 
 SCOPES = ("ingest", "read", "dashboards", "admin")
@@ -28,11 +29,19 @@ class AuthError(PulseboardError):
         self.status = status
 
 
+class KeyStore(Protocol):
+    """Where keys are kept (``SqliteKeys``; ``PostgresKeys`` for the distributed mode)."""
+
+    def add(self, record: KeyRecord) -> None: ...
+
+    def get(self, key_id: str) -> KeyRecord | None: ...
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(keys: SqliteKeys, scopes: list[str], name: str = "") -> str:
+def create_key(keys: KeyStore, scopes: list[str], name: str = "") -> str:
     """Store a new key with ``scopes`` and return it; it is shown once, only its hash is kept."""
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
@@ -47,7 +56,7 @@ def create_key(keys: SqliteKeys, scopes: list[str], name: str = "") -> str:
 class Authorizer:
     """Checks bearer tokens against the key store, caching lookups for a few seconds."""
 
-    keys: SqliteKeys
+    keys: KeyStore
     required: bool
     _cache: dict[str, tuple[float, KeyRecord | None]] | None = None
 

@@ -160,6 +160,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="require API keys on loopback too (always required on other addresses)",
     )
+    serve.add_argument(
+        "--role",
+        choices=["all", "api", "processor"],
+        default="all",
+        help="distributed mode: api (HTTP only), processor (no HTTP), or all (an API and one "
+        "processor; the only role of the embedded mode)",
+    )
     _add_traffic(commands)
     _add_operations(commands)
     return parser
@@ -199,6 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         require_keys=args.require_keys,
         verbose=args.verbose,
+        role=args.role,
     )
 
 

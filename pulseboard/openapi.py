@@ -898,14 +898,33 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "ready": {"type": "boolean"},
                     "checks": {
-                        "type": "object",
-                        "required": ["log", "state", "processor"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "log": {"type": "string"},
-                            "state": {"type": "string"},
-                            "processor": {"type": "string"},
-                        },
+                        "description": (
+                            "By name, `ok` or what is wrong. Embedded mode: `log`, `state`, "
+                            "`processor`; distributed mode (`serve --role api|all` on Redis and "
+                            "PostgreSQL): `redis`, `postgresql`, `processors`."
+                        ),
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "required": ["log", "state", "processor"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "log": {"type": "string"},
+                                    "state": {"type": "string"},
+                                    "processor": {"type": "string"},
+                                },
+                            },
+                            {
+                                "type": "object",
+                                "required": ["redis", "postgresql", "processors"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "redis": {"type": "string"},
+                                    "postgresql": {"type": "string"},
+                                    "processors": {"type": "string"},
+                                },
+                            },
+                        ],
                     },
                 },
             },

@@ -12,11 +12,11 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
-from pulseboard.adapters.sqlite import SqliteState, WindowRow
+from pulseboard.adapters.base import WindowRow
 from pulseboard.aggregates import Aggregator
 from pulseboard.config import MetricSpec
 from pulseboard.durations import format_duration_ms, parse_duration_ms
@@ -26,6 +26,17 @@ MAX_POINTS = 20_000
 """Most points one series request may ask for (per label set)."""
 
 _RELATIVE = re.compile(r"^now(?:\s*-\s*(.+))?$|^-(.+)$")
+
+
+class WindowSource(Protocol):
+    """Where a series reads windows (``SqliteState``; ``dist_service.DistributedWindows``)."""
+
+    def windows(
+        self, metric: str, start_ms: int, end_ms: int, window_ms: int
+    ) -> tuple[list[WindowRow], list[WindowRow]]:
+        """(history, open) windows of ``metric`` of length ``window_ms`` aligned to it and
+        starting in ``[start_ms, end_ms)``; a window in both is taken from history."""
+        ...
 
 
 class QueryError(PulseboardError):
@@ -104,7 +115,7 @@ def request(spec: MetricSpec, params: dict[str, str], now_ms: int) -> SeriesRequ
     return SeriesRequest(spec, start, end, step)
 
 
-def read_series(state: SqliteState, agg: Aggregator, req: SeriesRequest) -> dict[str, Any]:
+def read_series(state: WindowSource, agg: Aggregator, req: SeriesRequest) -> dict[str, Any]:
     """The series body of ``GET /v1/metrics/{name}/series``."""
     spec = req.metric
     final, hot = state.windows(spec.name, req.from_ms, req.to_ms, spec.window_ms)

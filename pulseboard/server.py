@@ -17,6 +17,7 @@ from pulseboard.api import create_app
 from pulseboard.config import Config, load_config, mask_url
 from pulseboard.errors import ConfigError, PulseboardError
 from pulseboard.service import Service
+from pulseboard.service_port import ApiService
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class _Server(uvicorn.Server):
     def __init__(
         self,
         config: uvicorn.Config,
-        service: Service,
+        service: ApiService,
         before_shutdown: Callable[[], None] | None,
     ) -> None:
         super().__init__(config)
@@ -62,21 +63,70 @@ class _Server(uvicorn.Server):
 
 
 _EMBEDDED = {"log": "sqlite", "hot": "memory", "history": "sqlite"}
+_REDIS_SCHEMES = ("redis://", "rediss://")
+
+EMBEDDED = "embedded"
+DISTRIBUTED = "distributed"
 
 
-def check_storage(config: Config) -> None:
-    """Refuse store settings this version cannot run: the log and history must be durable
-    files, and the Redis and PostgreSQL adapters are not part of it yet."""
+def check_storage(config: Config) -> str:
+    """The mode the store settings describe, ``EMBEDDED`` or ``DISTRIBUTED``; ``ConfigError``
+    for settings this version cannot run.
+
+    Embedded: ``log: sqlite``, ``hot: memory``, ``history: sqlite`` (durable files in
+    ``data_dir``). Distributed: the log and the hot store on one Redis (the same
+    ``redis://``/``rediss://`` URL: the commit acknowledges log entries and applies their
+    effect in one script, so they must live on one server) and history on PostgreSQL
+    (``postgresql://``). Anything between the two is refused, naming what to change.
+    """
+    storage = config.storage
+    values = {role: getattr(storage, role) for role in _EMBEDDED}
+    if values == _EMBEDDED:
+        return EMBEDDED
+    if any("://" in v for v in values.values()):
+        return _check_distributed(values)
+    problems = [
+        f"storage.{role}: {mask_url(value)!r} cannot be served by this version; "
+        f"use {_EMBEDDED[role]!r} (the embedded store)"
+        for role, value in values.items()
+        if value != _EMBEDDED[role]
+    ]
+    raise ConfigError(problems)
+
+
+def _check_distributed(values: dict[str, str]) -> str:
     problems = []
-    for role, supported in _EMBEDDED.items():
-        value = getattr(config.storage, role)
-        if value != supported:
-            problems.append(
-                f"storage.{role}: {mask_url(value)!r} cannot be served by this version; "
-                f"use {supported!r} (the embedded store)"
-            )
+    example = (
+        "storage: {log: redis://host:6379/0, hot: redis://host:6379/0, history: postgresql://…}"
+    )
+    log_url, hot_url, history_url = values["log"], values["hot"], values["history"]
+    if not log_url.startswith(_REDIS_SCHEMES):
+        problems.append(
+            f"storage.log: {mask_url(log_url)!r}: the distributed mode (a server URL is set) "
+            f"needs the log on Redis, the same URL as storage.hot; e.g. {example}"
+        )
+    if not hot_url.startswith(_REDIS_SCHEMES):
+        problems.append(
+            f"storage.hot: {mask_url(hot_url)!r}: the distributed mode (a server URL is set) "
+            f"needs the hot store on Redis, the same URL as storage.log; e.g. {example}"
+        )
+    elif log_url.startswith(_REDIS_SCHEMES) and log_url != hot_url:
+        problems.append(
+            f"storage.hot: {mask_url(hot_url)!r} differs from storage.log "
+            f"{mask_url(log_url)!r}; the log and the hot store must be one Redis (the same "
+            "URL): a commit acknowledges log entries and applies them in one step"
+        )
+    if not history_url.startswith("postgresql://"):
+        problems.append(
+            f"storage.history: {mask_url(history_url)!r}: the distributed mode (a server URL "
+            f"is set) needs history on PostgreSQL; e.g. {example}"
+        )
     if problems:
         raise ConfigError(problems)
+    return DISTRIBUTED
+
+
+ROLES = ("all", "api", "processor")
 
 
 def serve(
@@ -87,22 +137,48 @@ def serve(
     require_keys: bool = False,
     verbose: bool = False,
     before_shutdown: Callable[[], None] | None = None,
+    role: str = "all",
 ) -> int:
     """Run until SIGINT or SIGTERM; every acknowledged event is in the log by then.
 
-    ``before_shutdown`` runs once a stop was asked for, before the server stops accepting
-    requests (the demo stops its simulator there, so it can deliver what it queued)."""
-    check_storage(config)
+    ``role``: ``all`` (default) serves the API and runs one processor in a child process;
+    ``api`` and ``processor`` (distributed mode only) run one of the two, so each can be
+    scaled on its own. ``before_shutdown`` runs once a stop was asked for, before the server
+    stops accepting requests (the demo stops its simulator there, so it can deliver what it
+    queued)."""
+    if role not in ROLES:
+        raise PulseboardError(f"--role {role!r} is not a role; expected one of {', '.join(ROLES)}")
+    mode = check_storage(config)
+    if mode == EMBEDDED and role != "all":
+        raise PulseboardError(
+            f"--role {role} needs the distributed stores (storage.log and storage.hot: one "
+            "redis:// URL, storage.history: postgresql://); the embedded stores (SQLite files) "
+            "are served by one process: use --role all"
+        )
+    if role == "processor":
+        from pulseboard.dist_run import run_processor_until_signal
+
+        return run_processor_until_signal(config)
     listening = _listen(host, port)  # before anything starts: a taken port fails at once
-    data_dir = Path(config.storage.data_dir)
     required = require_keys or not is_loopback(host)
-    service = Service(config, data_dir, verbose=verbose)
+    service: ApiService
+    if mode == EMBEDDED:
+        where = f"data in {config.storage.data_dir}"
+        service = Service(config, Path(config.storage.data_dir), verbose=verbose)
+    else:
+        from pulseboard.dist_service import DistributedService
+
+        where = (
+            f"{role} role; log and hot store {mask_url(config.storage.log)}, history "
+            f"{mask_url(config.storage.history)}"
+        )
+        service = DistributedService(config, spawn_processor=role == "all", verbose=verbose)
     app = create_app(service, require_keys=required)
     log.info(
-        "serving on http://%s:%d (data in %s; API keys %s)",
+        "serving on http://%s:%d (%s; API keys %s)",
         host,
         port,
-        data_dir,
+        where,
         "required" if required else "not required on loopback",
     )
     server = _Server(
@@ -153,7 +229,10 @@ def run_serve(
     data_dir: str | None,
     require_keys: bool,
     verbose: bool,
+    role: str = "all",
 ) -> int:
     """``pulseboard serve``."""
     config = with_data_dir(load_config(config_path), data_dir)
-    return serve(config, host=host, port=port, require_keys=require_keys, verbose=verbose)
+    return serve(
+        config, host=host, port=port, require_keys=require_keys, verbose=verbose, role=role
+    )

@@ -250,6 +250,23 @@ class Service:
             return True
         return time.monotonic() - self.last_tick_at > limit
 
+    def readiness(self) -> dict[str, str]:
+        """``/readyz``: the log writer, the state file and the processor (blocking)."""
+        checks: dict[str, str] = {}
+        checks["log"] = self.writer.error or "ok"
+        try:
+            self.state.progress()
+            checks["state"] = "ok"
+        except Exception as exc:  # any failure to read means not ready
+            checks["state"] = f"unreadable: {exc}"
+        if not self.processor_alive():
+            checks["processor"] = "not running"
+        elif self.stale():
+            checks["processor"] = "not reporting"
+        else:
+            checks["processor"] = "ok"
+        return checks
+
     def backlog_events(self) -> int:
         """Accepted events not yet processed: the processor's count at its last tick plus what
         was appended since (an overestimate by at most one tick of appends)."""
@@ -292,14 +309,19 @@ class Service:
         return IngestResult(checked.accepted, len(checked.errors), errors)
 
     def _count(self, checked: Checked) -> None:
-        counts = self.counters.by_type
-        for name, count in checked.counts.items():
-            counts[name, "accepted"] = counts.get((name, "accepted"), 0) + count
-        for error in checked.errors:
-            key = (error.type or "(unknown)", "rejected")
-            counts[key] = counts.get(key, 0) + 1
-        self.counters.accepted += checked.accepted
-        self.counters.dead_letters += len(checked.errors)
+        count_checked(self.counters, checked)
+
+
+def count_checked(counters: Counters, checked: Checked) -> None:
+    """Add one checked request's accepted and rejected events to ``counters``."""
+    counts = counters.by_type
+    for name, count in checked.counts.items():
+        counts[name, "accepted"] = counts.get((name, "accepted"), 0) + count
+    for error in checked.errors:
+        key = (error.type or "(unknown)", "rejected")
+        counts[key] = counts.get(key, 0) + 1
+    counters.accepted += checked.accepted
+    counters.dead_letters += len(checked.errors)
 
 
 def append_item(checked: Checked, received_ms: int) -> Append:

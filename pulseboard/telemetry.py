@@ -8,11 +8,11 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pulseboard.service import Service
+from pulseboard.service_port import ApiService
 
 
 class _ServiceCollector(Collector):
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ApiService) -> None:
         self._service = service
 
     def collect(self) -> Iterator[Metric]:
@@ -88,7 +88,7 @@ class _ServiceCollector(Collector):
 class Telemetry:
     """The registry of one service and the ingest request histogram."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ApiService) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_ServiceCollector(service))
         self.ingest_seconds = Histogram(

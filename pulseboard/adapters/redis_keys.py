@@ -55,6 +55,10 @@ name                   type         written by / read by
 ``{p}ticks``           channel      pub/sub: ``{"tick": T, "metrics": [...]}``, published by a
                                     processor's tick together with the ``current`` values it
                                     wrote (``dist_processor``), received by the API processes.
+``{p}processors``      hash         consumer name -> ``{"at": epoch ms, "stats": {...}}``: each
+                                    processor's report, rewritten every tick while it works
+                                    (``redis_reports``), read by the API processes for
+                                    ``/readyz`` and the pipeline page; removed at a clean stop.
 ``{p}lease:reconcile`` string       the processor reconciling late events now (its consumer
                                     name), with an expiry: one reconciler at a time.
 =====================  ===========  =========================================================
@@ -223,6 +227,11 @@ class RedisKeys:
     def current(self) -> str:
         """Hash: metric -> its current value (encoded ``processor.current_payload``)."""
         return f"{self.prefix}current"
+
+    @property
+    def processors(self) -> str:
+        """Hash: consumer name -> the processor's last report (``redis_reports``)."""
+        return f"{self.prefix}processors"
 
     @property
     def reconcile_lease(self) -> str:

@@ -463,6 +463,7 @@ def test_every_key_is_under_the_prefix() -> None:
         keys.ticks,
         keys.current,
         keys.reconcile_lease,
+        keys.processors,
     ]
     assert all(n.startswith("shop:") for n in names)
     assert len(set(names)) == len(names)
