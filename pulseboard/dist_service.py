@@ -62,6 +62,7 @@ from pulseboard.service import (
     Counters,
     IngestResult,
     Overloaded,
+    PipelineSource,
     append_item,
     count_checked,
 )
@@ -73,7 +74,7 @@ _SUMMED = ("events", "batches", "invalid", "late", "reconciled", "redelivered", 
 _MAXED = ("backlog_entries", "backlog_events", "lag_s", "tick_ms", "rss_bytes")
 
 
-class DistributedService:
+class DistributedService(PipelineSource):
     """Everything behind the HTTP API of one API process of the distributed mode (see the
     module docstring). Satisfies ``service_port.ApiService``."""
 
@@ -329,20 +330,6 @@ class DistributedService:
         return checks
 
     # --- pipeline_stats.Source ------------------------------------------------------------------
-
-    def totals(self) -> tuple[int, int, int]:
-        """This process's accepted and rejected events, the processors' processed events."""
-        c = self.counters
-        return c.accepted, c.dead_letters, int(self.stats.get("events", 0))
-
-    def processor_stats(self) -> dict[str, Any]:
-        return self.stats
-
-    def live_clients(self) -> int:
-        return len(self.hub.subscribers)
-
-    def processor_up(self) -> bool:
-        return not self.stale()
 
     def backlog_events(self) -> int:
         """The log's backlog at the last poll plus what this process appended since."""

@@ -83,7 +83,33 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
-class Service:
+class PipelineSource:
+    """The part of ``pipeline_stats.Source`` both services answer alike, from their ingest
+    counters, the processors' last reported stats, their live hub and staleness."""
+
+    counters: Counters
+    stats: dict[str, Any]
+    hub: Hub
+
+    def stale(self) -> bool:
+        raise NotImplementedError
+
+    def totals(self) -> tuple[int, int, int]:
+        """This process's accepted and rejected events, the processors' processed events."""
+        c = self.counters
+        return c.accepted, c.dead_letters, int(self.stats.get("events", 0))
+
+    def processor_stats(self) -> dict[str, Any]:
+        return self.stats
+
+    def live_clients(self) -> int:
+        return len(self.hub.subscribers)
+
+    def processor_up(self) -> bool:
+        return not self.stale()
+
+
+class Service(PipelineSource):
     """Everything behind the HTTP API of one process."""
 
     def __init__(self, config: Config, data_dir: Path, *, verbose: bool = False) -> None:
@@ -225,20 +251,6 @@ class Service:
             self.hub.publish(name, body.decode())
 
     # --- state ---------------------------------------------------------------------------------
-
-    def totals(self) -> tuple[int, int, int]:
-        """Accepted and rejected events since start, events processed by the processor."""
-        c = self.counters
-        return c.accepted, c.dead_letters, int(self.stats.get("events", 0))
-
-    def processor_stats(self) -> dict[str, Any]:
-        return self.stats
-
-    def live_clients(self) -> int:
-        return len(self.hub.subscribers)
-
-    def processor_up(self) -> bool:
-        return not self.stale()
 
     def processor_alive(self) -> bool:
         return self._child is not None and self._child.is_alive()

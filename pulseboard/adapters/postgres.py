@@ -150,6 +150,64 @@ def _secrets(url: str) -> list[str]:
     return [s for secret in found for s in {secret, unquote(secret)} if s]
 
 
+@contextlib.contextmanager
+def translate_errors(url: str, where: str, doing: str) -> Iterator[None]:
+    """Driver and pool errors → ``StoreUnavailable`` saying where, what, and what to do, with
+    the password of ``url`` scrubbed from the driver's message."""
+    try:
+        yield
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        detail = scrub(url, str(exc).strip() or type(exc).__name__)
+        hint = (
+            "check that the server is running, reachable and accepts these credentials"
+            if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout)
+            else "see the server's log"
+        )
+        raise StoreUnavailable(f"{doing} the {where}: {detail} ({hint})") from exc
+
+
+def scrub(url: str, text: str) -> str:
+    """``text`` (a driver's message) without the password of ``url``, however it appears."""
+    text = text.replace(url, mask_url(url))
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def open_migrated_pool(
+    url: str,
+    where: str,
+    kwargs: dict[str, Any],
+    *,
+    name: str,
+    sizes: tuple[int, int],
+    wait_s: float,
+) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+    """Apply the migrations, then open a pool of ``sizes`` (min, max) connections made with
+    ``kwargs``; a call waits at most ``wait_s`` for one. ``StoreUnavailable`` names ``where``."""
+    with translate_errors(url, where, "cannot open"):
+        with psycopg.connect(url, **kwargs) as conn:
+            migrate(conn)
+    pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
+        url,
+        kwargs=kwargs,
+        min_size=sizes[0],
+        max_size=sizes[1],
+        open=False,
+        # A server restart breaks idle connections: check each before handing it out.
+        check=psycopg_pool.ConnectionPool.check_connection,
+        name=name,
+        timeout=wait_s,
+    )
+    try:
+        with translate_errors(url, where, "cannot open a connection pool to"):
+            pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+    except BaseException:
+        pool.close()
+        raise
+    return pool
+
+
 def load_migrations() -> list[tuple[int, str, str]]:
     """The packaged migrations as (version, name, SQL), by version; versions run 1, 2, … n."""
     folder = importlib.resources.files("pulseboard.adapters").joinpath("postgres_migrations")
@@ -228,28 +286,14 @@ class PostgresHistory:
             ) from exc
         if "connect_timeout" not in settings:
             kwargs["connect_timeout"] = _CONNECT_TIMEOUT_S
-        with self._translate("cannot open"):
-            with psycopg.connect(url, **kwargs) as conn:
-                migrate(conn)
-        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
-            psycopg_pool.ConnectionPool(
-                url,
-                kwargs=kwargs,
-                min_size=pool_min,
-                max_size=pool_max,
-                open=False,
-                # A server restart breaks idle connections: check each before handing it out.
-                check=psycopg_pool.ConnectionPool.check_connection,
-                name="pulseboard-history",
-                timeout=wait_s,
-            )
+        self._pool = open_migrated_pool(
+            url,
+            self._where,
+            kwargs,
+            name="pulseboard-history",
+            sizes=(pool_min, pool_max),
+            wait_s=wait_s,
         )
-        try:
-            with self._translate("cannot open a connection pool to"):
-                self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
-        except BaseException:
-            self._pool.close()
-            raise
 
     # --- the port --------------------------------------------------------------------------
 
@@ -329,26 +373,11 @@ class PostgresHistory:
 
     # --- internals -------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _translate(self, doing: str) -> Iterator[None]:
-        """Driver and pool errors → ``StoreUnavailable`` saying where, what, and what to do."""
-        try:
-            yield
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            detail = self._scrub(str(exc).strip() or type(exc).__name__)
-            hint = (
-                "check that the server is running, reachable and accepts these credentials"
-                if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout)
-                else "see the server's log"
-            )
-            raise StoreUnavailable(f"{doing} the {self._where}: {detail} ({hint})") from exc
+    def _translate(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return translate_errors(self._url, self._where, doing)
 
     def _scrub(self, text: str) -> str:
-        """``text`` (a driver's message) without the URL's password, however it appears."""
-        text = text.replace(self._url, mask_url(self._url))
-        for secret in _secrets(self._url):
-            text = text.replace(secret, "***")
-        return text
+        return scrub(self._url, text)
 
     def _upsert(self, statement: str, rows: list[WindowRow]) -> None:
         if not rows:

@@ -10,14 +10,10 @@ masked. Thread-safe.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-import psycopg_pool
-
-from pulseboard.adapters.base import StoreUnavailable, now_ms
-from pulseboard.adapters.postgres import _secrets, migrate
+from pulseboard.adapters.base import now_ms
+from pulseboard.adapters.postgres import open_migrated_pool, translate_errors
 from pulseboard.adapters.sqlite import KeyRecord, StoredDashboard
 from pulseboard.config import mask_url
 
@@ -32,27 +28,9 @@ class PostgresMeta:
         self._url = url
         self._where = f"PostgreSQL store at {mask_url(url)}"
         kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S}
-        with self.translate("cannot open"):
-            with psycopg.connect(url, **kwargs) as conn:
-                migrate(conn)
-        self.pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
-            psycopg_pool.ConnectionPool(
-                url,
-                kwargs=kwargs,
-                min_size=1,
-                max_size=pool_max,
-                open=False,
-                check=psycopg_pool.ConnectionPool.check_connection,
-                name="pulseboard-meta",
-                timeout=wait_s,
-            )
+        self.pool = open_migrated_pool(
+            url, self._where, kwargs, name="pulseboard-meta", sizes=(1, pool_max), wait_s=wait_s
         )
-        try:
-            with self.translate("cannot open a connection pool to"):
-                self.pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
-        except BaseException:
-            self.pool.close()
-            raise
         self.keys = PostgresKeys(self)
         self.dashboards = PostgresDashboards(self)
 
@@ -64,21 +42,9 @@ class PostgresMeta:
     def close(self) -> None:
         self.pool.close()
 
-    @contextlib.contextmanager
-    def translate(self, doing: str) -> Iterator[None]:
+    def translate(self, doing: str) -> contextlib.AbstractContextManager[None]:
         """Driver and pool errors → ``StoreUnavailable``, the password scrubbed."""
-        try:
-            yield
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            detail = (str(exc).strip() or type(exc).__name__).replace(
-                self._url, mask_url(self._url)
-            )
-            for secret in _secrets(self._url):
-                detail = detail.replace(secret, "***")
-            raise StoreUnavailable(
-                f"{doing} the {self._where}: {detail} (check that the server is running, "
-                "reachable and accepts these credentials)"
-            ) from exc
+        return translate_errors(self._url, self._where, doing)
 
 
 _KEY_COLUMNS = "key_id, secret_hash, scopes, name, created_ms, revoked_ms"
