@@ -100,6 +100,9 @@ class PipelineSpec:
     lateness_ms: int = 30_000
     max_future_ms: int = 300_000
     reconcile_every_ms: int = 60_000
+    takeover_after_ms: int = 30_000
+    """Distributed mode: how long a processor's unacknowledged log entries sit idle before a
+    living processor takes them over (the owner is presumed dead)."""
     retention: RetentionSpec = field(default_factory=RetentionSpec)
     distinct_exact_threshold: int = 1_000
 
@@ -325,6 +328,7 @@ def _describe_pipeline(spec: PipelineSpec) -> str:
     return (
         f"pipeline: tick {fmt(spec.tick_ms)}, lateness {fmt(spec.lateness_ms)}, "
         f"max_future {fmt(spec.max_future_ms)}, reconcile_every {fmt(spec.reconcile_every_ms)}, "
+        f"takeover_after {fmt(spec.takeover_after_ms)}, "
         f"distinct_exact_threshold {spec.distinct_exact_threshold}; retention hot "
         f"{fmt(retention.hot_ms)}, history {fmt(retention.history_ms)}, log {fmt(retention.log_ms)}"
     )

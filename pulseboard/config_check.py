@@ -69,6 +69,7 @@ _PIPELINE_KEYS = (
     "lateness",
     "max_future",
     "reconcile_every",
+    "takeover_after",
     "distinct_exact_threshold",
     "retention",
 )
@@ -197,6 +198,7 @@ def _check_pipeline(p: Problems, value: object) -> tuple[PipelineSpec | None, in
     lateness = duration("lateness", default.lateness_ms)
     max_future = duration("max_future", default.max_future_ms)
     reconcile = duration("reconcile_every", default.reconcile_every_ms)
+    takeover = duration("takeover_after", default.takeover_after_ms)
     threshold = read_key(
         p,
         mapping,
@@ -211,6 +213,8 @@ def _check_pipeline(p: Problems, value: object) -> tuple[PipelineSpec | None, in
         retention, hot_ms = _check_retention(p, mapping["retention"], at(loc, "retention"))
     if tick is None or lateness is None or max_future is None or reconcile is None:
         return None, hot_ms
+    if takeover is None:
+        return None, hot_ms
     if threshold is None or retention is None:
         return None, hot_ms
     spec = PipelineSpec(
@@ -218,6 +222,7 @@ def _check_pipeline(p: Problems, value: object) -> tuple[PipelineSpec | None, in
         lateness_ms=lateness,
         max_future_ms=max_future,
         reconcile_every_ms=reconcile,
+        takeover_after_ms=takeover,
         retention=retention,
         distinct_exact_threshold=threshold,
     )

@@ -41,7 +41,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -56,6 +56,7 @@ from pulseboard.reconcile import recompute, span
 from pulseboard.windows import windows_containing
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CLAIM_COUNT = 1_000
 """Entries one claim takes over at most (the rest at the next claim)."""
@@ -65,6 +66,17 @@ RECONCILE_LEASE_MS = 300_000
 """How long a reconciler holds the lease: far above one reconciliation's time, so that two
 never overlap (an older recomputation written last would undo a newer one)."""
 FIRST_BACKOFF_S = 0.1
+RETAIN_EVERY_MS = 60_000
+"""How often retention runs (one processor at a time, under the reconcile lease)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retained:
+    """What one ``retain`` removed."""
+
+    log_entries: int
+    history_windows: int
+    consumers: list[str]
 
 
 @dataclass(slots=True)
@@ -178,6 +190,7 @@ class DistributedProcessor:
         now = self._now()
         self._next_claim_ms = now
         self._next_reconcile_ms = now + config.pipeline.reconcile_every_ms
+        self._next_retain_ms = now
         self._last_read_events = 0
         self._last_received_ms: int | None = None
         self._current_step: dict[str, int] = {}
@@ -265,6 +278,9 @@ class DistributedProcessor:
         if now >= self._next_reconcile_ms:
             self.reconcile(now)
             self._next_reconcile_ms = now + self.config.pipeline.reconcile_every_ms
+        if now >= self._next_retain_ms:
+            self.retain(now)
+            self._next_retain_ms = now + RETAIN_EVERY_MS
         stats = self.stats
         stats.backlog_entries, stats.backlog_events = backlog.entries, backlog.events
         if backlog.entries and self._last_received_ms is not None:
@@ -295,10 +311,34 @@ class DistributedProcessor:
         docstring); returns the late events applied (0 when another processor holds the
         lease)."""
         now = self._now() if now_ms is None else now_ms
+        return self._leased(lambda: self._reconcile(now)) or 0
+
+    def retain(self, now_ms: int | None = None) -> Retained | None:
+        """Apply retention (under the lease; None when another processor holds it): log
+        entries appended before ``retention.log`` (never one unacknowledged), history windows
+        that ended before ``retention.history``, and consumers idle for ``takeover_after``
+        with nothing pending (stopped or dead processors whose entries were taken over)."""
+        now = self._now() if now_ms is None else now_ms
+        retention = self.config.pipeline.retention
+
+        def run() -> Retained:
+            done = Retained(
+                log_entries=self.log.trim(now - retention.log_ms),
+                history_windows=self.history.trim(now - retention.history_ms),
+                consumers=self.log.forget_idle_consumers(self.claim_idle_ms),
+            )
+            if done.log_entries or done.history_windows or done.consumers:
+                log.info("retention: %s", done)
+            return done
+
+        return self._leased(run)
+
+    def _leased(self, work: Callable[[], T]) -> T | None:
+        """``work()`` while holding the lease, or None when another processor holds it."""
         if not self.hot.acquire_lease(self.consumer, self.reconcile_lease_ms):
-            return 0
+            return None
         try:
-            return self._reconcile(now)
+            return work()
         finally:
             self.hot.release_lease(self.consumer)
 

@@ -88,7 +88,14 @@ def run_processor(config: Config, stop: threading.Event) -> int:
     if history is None:
         log_store.close()
         return 0
-    processor = DistributedProcessor(config, log_store, hot, history, consumer)
+    processor = DistributedProcessor(
+        config,
+        log_store,
+        hot,
+        history,
+        consumer,
+        claim_idle_ms=config.pipeline.takeover_after_ms,
+    )
     try:
         flushed = hot.flush_pending(history)
         if flushed:

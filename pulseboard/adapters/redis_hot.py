@@ -62,9 +62,6 @@ from pulseboard.events import Batch
 
 log = logging.getLogger(__name__)
 
-APPLIED_KEEP_MS = 86_400_000
-"""How long (by log entry id time) an applied mark is kept: as long as the log keeps entries,
-so any entry that can be delivered again is recognised."""
 DEDUPE_SAFETY_MS = 86_400_000
 """Wall-clock slack on the dedupe sets' expiry (they are dropped by stream time; the expiry
 only bounds what a deployment that stops for good leaves behind)."""
@@ -177,7 +174,9 @@ class RedisHotStore(RedisStore):
             self.keys.hot_base(),
             self.keys.dedupe_base(),
             group,
-            APPLIED_KEEP_MS,
+            # applied marks are kept as long as the log keeps entries (by the entry id's
+            # time), so any entry that can be delivered again is recognised
+            self.config.pipeline.retention.log_ms,
             self._horizon_ms,
             self._dedupe_width_ms,
             DEDUPE_SAFETY_MS,

@@ -79,6 +79,22 @@ end
 return id
 """
 
+# KEYS: log. ARGV: group, idle ms. Removes the group's consumers idle that long with nothing
+# pending; returns their names. XINFO CONSUMERS replies name, pending, idle (and in newer
+# servers more) as a flat list of field-value pairs.
+FORGET_CONSUMERS_SCRIPT = """
+local gone = {}
+for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local c = {}
+  for i = 1, #row, 2 do c[row[i]] = row[i + 1] end
+  if tonumber(c['pending']) == 0 and tonumber(c['idle']) >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
+    table.insert(gone, c['name'])
+  end
+end
+return gone
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
@@ -143,6 +159,7 @@ class RedisEventLog(RedisStore):
     def __init__(self, settings: RedisSettings, *, client: redis.Redis | None = None) -> None:
         super().__init__(settings, client=client)
         self._script = self.client.register_script(APPEND_SCRIPT)
+        self._forget_script = self.client.register_script(FORGET_CONSUMERS_SCRIPT)
         self._readers: dict[str, _Reader] = {}
         self._events_per_entry = 0.0
         block_limit_ms = int((settings.socket_timeout_s - BLOCK_MARGIN_S) * 1000)
@@ -314,6 +331,19 @@ class RedisEventLog(RedisStore):
         with self._translate("cannot read consumers of"):
             rows = self.client.xinfo_consumers(self.keys.log, self.keys.log_group)
         return {text(r["name"]): (int(r["pending"]), int(r["idle"])) for r in rows}
+
+    def forget_idle_consumers(self, idle_ms: int) -> list[str]:
+        """Remove from the group the consumers idle for ``idle_ms`` or more with nothing
+        pending (processors that stopped or died, once their entries were taken over); returns
+        their names. Checked and removed in one script, so a consumer that reads meanwhile is
+        kept: removing one with pending entries would strand them."""
+        with self._translate("cannot remove idle consumers of"):
+            if self._group() is None:
+                return []
+            names: Any = self._forget_script(
+                keys=[self.keys.log], args=[self.keys.log_group, idle_ms]
+            )
+        return [text(n) for n in names]
 
     # --- backlog and retention ----------------------------------------------------------------
 

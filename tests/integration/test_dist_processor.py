@@ -385,6 +385,45 @@ def test_one_processor_matches_the_oracle(
         stores.close()
 
 
+def test_retention_trims_the_log_history_and_idle_consumers_under_the_lease(
+    config: Config, settings: RedisSettings, history: PostgresHistory, pg_url: str
+) -> None:
+    batches = make_stream(3, n=300)
+    processor, stores = make_processor("p0", config, settings, history, claim_idle_ms=50)
+    try:
+        stores.log.ensure_group()
+        assert stores.log.read("gone", 10) == []  # a processor that stopped, holding nothing
+        append_all(stores.log, batches)
+        while processor.step():
+            processor.tick(RECEIVED_MS)
+        for _ in range(2):
+            processor.tick(RECEIVED_MS)
+            processor.reconcile(RECEIVED_MS)
+        assert quiescent(config, stores.log, stores.hot)
+        windows = len(stored_history(pg_url))
+        assert windows > 0
+        assert stores.log.length() == len(batches)  # appended just now: all within retention
+
+        # another processor holds the lease: nothing happens
+        assert stores.hot.acquire_lease("someone-else", 10_000)
+        assert processor.retain(RECEIVED_MS) is None
+        stores.hot.release_lease("someone-else")
+
+        # the events are from 2026-01-01: a clock a day and a second past the appends drops
+        # every log entry (all acknowledged) and every window (older than 90 days)
+        wait_for(lambda: min(i for _, i in stores.log.consumers().values()) >= 50, "idleness")
+        later = int(time.time() * 1000) + config.pipeline.retention.log_ms + 1_000
+        done = processor.retain(later)
+        assert done is not None
+        assert (done.log_entries, done.history_windows) == (len(batches), windows)
+        assert sorted(done.consumers) == ["gone", "p0"]
+        assert stores.log.length() == 0 and stored_history(pg_url) == {}
+        assert stores.log.consumers() == {}
+        assert processor.retain(later) == type(done)(0, 0, [])  # nothing left: idempotent
+    finally:
+        stores.close()
+
+
 # --- (2) three processors, one crashing ------------------------------------------------------
 
 

@@ -318,6 +318,31 @@ def test_trim_drops_by_age_but_never_an_unacknowledged_entry(settings: RedisSett
         store.close()
 
 
+def test_idle_consumers_are_forgotten_only_with_nothing_pending(
+    event_log: RedisEventLog,
+) -> None:
+    event_log.append_many([batch(i) for i in range(2)])
+    holding = drain(event_log, "holding")  # both entries, left pending
+    assert event_log.read("empty", 10) == []  # a consumer that got nothing
+    event_log.append(batch(2))
+    done = drain(event_log, "done")
+    assert len(holding) == 2 and len(done) == 1
+    event_log.ack([e.id for e in done])
+    assert {n: p for n, (p, _) in event_log.consumers().items()} == {
+        "holding": 2,
+        "empty": 0,
+        "done": 0,
+    }
+
+    wait_for(lambda: event_log.consumers()["done"][1] >= 50, "50 ms of idleness")
+    assert event_log.forget_idle_consumers(60_000) == []  # nobody idle for a minute
+    assert sorted(event_log.forget_idle_consumers(50)) == ["done", "empty"]
+    assert set(event_log.consumers()) == {"holding"}  # its pending entries keep it
+    event_log.ack([e.id for e in holding])
+    assert event_log.forget_idle_consumers(0) == ["holding"]
+    assert event_log.consumers() == {}
+
+
 # --- crash safety --------------------------------------------------------------------------
 
 

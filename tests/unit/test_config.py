@@ -36,7 +36,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 EXAMPLE = """
 storage: {data_dir: ./pulseboard-data, log: sqlite, hot: memory, history: sqlite}
-pipeline: {tick: 1s, lateness: 30s, max_future: 5m, reconcile_every: 1m,
+pipeline: {tick: 1s, lateness: 30s, max_future: 5m, reconcile_every: 1m, takeover_after: 45s,
            distinct_exact_threshold: 1000, retention: {hot: 1h, history: 90d, log: 24h}}
 events:
   order:
@@ -98,6 +98,7 @@ def test_example_parses_into_the_expected_objects() -> None:
             lateness_ms=30_000,
             max_future_ms=300_000,
             reconcile_every_ms=60_000,
+            takeover_after_ms=45_000,
             retention=RetentionSpec(hot_ms=3_600_000, history_ms=7_776_000_000, log_ms=86_400_000),
             distinct_exact_threshold=1000,
         ),
@@ -1082,7 +1083,8 @@ def test_summarize_lists_counts_events_metrics_and_dashboards() -> None:
             "1 event type, 4 metrics, 1 dashboard (2 panels)",
             "storage: data_dir ./pulseboard-data, log sqlite, hot memory, history sqlite",
             "pipeline: tick 1s, lateness 30s, max_future 5m, reconcile_every 1m, "
-            "distinct_exact_threshold 1000; retention hot 1h, history 90d, log 1d",
+            "takeover_after 45s, distinct_exact_threshold 1000; "
+            "retention hot 1h, history 90d, log 1d",
             "event types:",
             "  order: amount (float, required), region (string: eu|us|apac)",
             "metrics:",
