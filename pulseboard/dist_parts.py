@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 import msgspec
 
 from pulseboard.adapters.base import StoreUnavailable, WindowRow
-from pulseboard.adapters.ports import HistoryStore
+from pulseboard.adapters.postgres import PostgresHistory
 from pulseboard.adapters.redis_hot import RedisHotStore
 from pulseboard.adapters.redis_log import RedisEventLog
 from pulseboard.adapters.sqlite_log import Append
@@ -149,12 +149,12 @@ class DistributedWindows:
     is never missing unless its history write is still pending, when it shows as open.
     """
 
-    def __init__(self, hot: RedisHotStore, history: Lazy[HistoryStore]) -> None:
+    def __init__(self, hot: RedisHotStore, history: Lazy[PostgresHistory]) -> None:
         self.hot = hot
         self.history = history
 
     def windows(
-        self, metric: str, start_ms: int, end_ms: int, window_ms: int
+        self, metric: str, start_ms: int, end_ms: int, window_ms: int, step_ms: int
     ) -> tuple[list[WindowRow], list[WindowRow]]:
         agg = self.hot.aggs[metric]
         open_rows = [
@@ -171,5 +171,5 @@ class DistributedWindows:
             if start_ms <= w.window_start_ms < end_ms
             and w.window_end_ms - w.window_start_ms == window_ms
         ]
-        history = self.history.get().windows(metric, start_ms, end_ms, window_ms)
+        history = self.history.get().series_windows(metric, start_ms, end_ms, window_ms, step_ms)
         return history, open_rows

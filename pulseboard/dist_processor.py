@@ -46,13 +46,15 @@ from typing import Any, TypeVar
 import msgspec
 
 from pulseboard.adapters.base import StoreUnavailable, now_ms
-from pulseboard.adapters.ports import HistoryStore
+from pulseboard.adapters.postgres import PostgresHistory
 from pulseboard.adapters.redis_hot import RedisHotStore
 from pulseboard.adapters.redis_log import RedisEventLog, StreamEntry
+from pulseboard.adapters.redis_reports import RedisProcessorReports
 from pulseboard.config import Config
 from pulseboard.events import Batch, EventDecoder
 from pulseboard.processor import current_payload
 from pulseboard.reconcile import recompute, span
+from pulseboard.rollups import roll_up
 from pulseboard.windows import windows_containing
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class Retained:
     log_entries: int
     history_windows: int
     consumers: list[str]
+    rollups: int = 0
+    """Hours of history rolled up (``rollups.roll_up``)."""
 
 
 @dataclass(slots=True)
@@ -159,7 +163,7 @@ class DistributedProcessor:
         config: Config,
         log: RedisEventLog,
         hot: RedisHotStore,
-        history: HistoryStore,
+        history: PostgresHistory,
         consumer: str,
         *,
         max_read_events: int = 20_000,
@@ -167,10 +171,12 @@ class DistributedProcessor:
         claim_every_ms: int | None = None,
         max_backoff_s: float = 5.0,
         reconcile_lease_ms: int = RECONCILE_LEASE_MS,
+        reports: RedisProcessorReports | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
         """``clock`` (epoch ms) replaces the wall clock, for tests; without it the shared idle
-        advance uses Redis's clock, one clock for every processor."""
+        advance uses Redis's clock, one clock for every processor. ``reports`` tells retention
+        which processors live (those that reported within ``claim_idle_ms``)."""
         if claim_idle_ms <= 0 or max_read_events < 1:
             raise ValueError("claim_idle_ms and max_read_events must be positive")
         self.config = config
@@ -182,6 +188,7 @@ class DistributedProcessor:
         self.claim_idle_ms = claim_idle_ms
         self.claim_every_ms = claim_every_ms or max(100, claim_idle_ms // 2)
         self.reconcile_lease_ms = reconcile_lease_ms
+        self.reports = reports
         self.decoder = EventDecoder(config)
         self.specs = {m.name: m for m in config.metrics}
         self.stats = DistStats()
@@ -317,17 +324,28 @@ class DistributedProcessor:
         """Apply retention (under the lease; None when another processor holds it): log
         entries appended before ``retention.log`` (never one unacknowledged), history windows
         that ended before ``retention.history``, and consumers idle for ``takeover_after``
-        with nothing pending (stopped or dead processors whose entries were taken over)."""
+        with nothing pending (stopped or dead processors whose entries were taken over); and
+        rolls up the hours of history that are final (``rollups.roll_up``)."""
         now = self._now() if now_ms is None else now_ms
         retention = self.config.pipeline.retention
 
         def run() -> Retained:
+            living = {self.consumer}
+            if self.reports is not None:
+                wall = time.time_ns() // 1_000_000  # reports are stamped by the wall clock
+                reported = self.reports.all().items()
+                living |= {n for n, (at, _) in reported if wall - at < self.claim_idle_ms}
+            stream = self.hot.stream_time()
+            final_before = None if stream is None else stream - self.config.pipeline.lateness_ms
             done = Retained(
                 log_entries=self.log.trim(now - retention.log_ms),
                 history_windows=self.history.trim(now - retention.history_ms),
-                consumers=self.log.forget_idle_consumers(self.claim_idle_ms),
+                consumers=self.log.forget_idle_consumers(self.claim_idle_ms, living),
+                rollups=0
+                if final_before is None
+                else roll_up(self.config, self.history, final_before),
             )
-            if done.log_entries or done.history_windows or done.consumers:
+            if done.log_entries or done.history_windows or done.consumers or done.rollups:
                 log.info("retention: %s", done)
             return done
 

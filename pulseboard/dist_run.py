@@ -95,6 +95,7 @@ def run_processor(config: Config, stop: threading.Event) -> int:
         history,
         consumer,
         claim_idle_ms=config.pipeline.takeover_after_ms,
+        reports=reports,
     )
     try:
         flushed = hot.flush_pending(history)

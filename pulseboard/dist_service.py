@@ -44,7 +44,6 @@ import redis
 
 from pulseboard import pipeline_stats
 from pulseboard.adapters.base import StoreUnavailable, now_ms
-from pulseboard.adapters.ports import HistoryStore
 from pulseboard.adapters.postgres import PostgresHistory
 from pulseboard.adapters.postgres_meta import PostgresDashboards, PostgresKeys, PostgresMeta
 from pulseboard.adapters.redis_conn import RedisSettings
@@ -89,7 +88,7 @@ class DistributedService(PipelineSource):
         self.reports = RedisProcessorReports(settings, client=self.log_store.client)
         self.writer = RedisLogWriter(self.log_store)
         url = config.storage.history
-        self.history: Lazy[HistoryStore] = Lazy(lambda: PostgresHistory(url, pool_max=4))
+        self.history: Lazy[PostgresHistory] = Lazy(lambda: PostgresHistory(url, pool_max=4))
         self.meta: Lazy[PostgresMeta] = Lazy(lambda: PostgresMeta(url))
         self.keys = _LazyKeys(self.meta)
         self.dashboards = _LazyDashboards(self.meta)

@@ -32,10 +32,12 @@ class WindowSource(Protocol):
     """Where a series reads windows (``SqliteState``; ``dist_service.DistributedWindows``)."""
 
     def windows(
-        self, metric: str, start_ms: int, end_ms: int, window_ms: int
+        self, metric: str, start_ms: int, end_ms: int, window_ms: int, step_ms: int
     ) -> tuple[list[WindowRow], list[WindowRow]]:
         """(history, open) windows of ``metric`` of length ``window_ms`` aligned to it and
-        starting in ``[start_ms, end_ms)``; a window in both is taken from history."""
+        starting in ``[start_ms, end_ms)``; a window in both is taken from history. For a
+        series of points ``step_ms`` apart, history may instead give, for a whole step, windows
+        that merge several (rollups: ``PostgresHistory.series_windows``)."""
         ...
 
 
@@ -118,7 +120,7 @@ def request(spec: MetricSpec, params: dict[str, str], now_ms: int) -> SeriesRequ
 def read_series(state: WindowSource, agg: Aggregator, req: SeriesRequest) -> dict[str, Any]:
     """The series body of ``GET /v1/metrics/{name}/series``."""
     spec = req.metric
-    final, hot = state.windows(spec.name, req.from_ms, req.to_ms, spec.window_ms)
+    final, hot = state.windows(spec.name, req.from_ms, req.to_ms, spec.window_ms, req.step_ms)
     # a window just closed may still be among the open ones until the next commit
     windows: dict[tuple[str, int], WindowRow] = {(r.labels, r.window_start_ms): r for r in hot}
     windows.update({(r.labels, r.window_start_ms): r for r in final})

@@ -25,6 +25,7 @@ import numbers
 import re
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -37,6 +38,7 @@ from pulseboard.adapters.ports import HistoryStore
 from pulseboard.config import mask_url
 
 HISTORY_TABLE = "history"
+HOUR_MS = 3_600_000
 PARTITION_PREFIX = "history_p"
 MIGRATIONS_TABLE = "schema_migrations"
 DAY_MS = 86_400_000
@@ -76,6 +78,59 @@ WINDOWS_QUERY = (
 )
 """The series query; parameters (metric, window_ms, start_ms, end_ms). Public so that tests
 can EXPLAIN exactly what ``windows`` runs."""
+
+# --- hourly rollups (migration 0003) ---
+_TOUCH_HOURS = (
+    "INSERT INTO history_rollup_hours (metric, window_ms, hour_start) VALUES (%s, %s, %s) "
+    "ON CONFLICT (metric, window_ms, hour_start) DO UPDATE "
+    "SET version = history_rollup_hours.version + 1"
+)
+_HOURS_TO_ROLL = (
+    "SELECT h.metric, h.window_ms, h.hour_start, h.version FROM history_rollup_hours h "
+    "JOIN unnest(%s::text[], %s::bigint[]) AS k(metric, window_ms) "
+    "ON h.metric = k.metric AND h.window_ms = k.window_ms "
+    "WHERE h.rolled IS DISTINCT FROM h.version AND h.hour_start + 3600000 <= %s "
+    "ORDER BY h.hour_start LIMIT %s"
+)
+_MARK_ROLLED = (
+    "UPDATE history_rollup_hours SET rolled = version "
+    "WHERE metric = %s AND window_ms = %s AND hour_start = %s AND version = %s"
+)
+_INSERT_ROLLUP = (
+    "INSERT INTO history_rollup (metric, window_ms, hour_start, labels, value_int, "
+    "value_float, state, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+ROLLED_HOURS_QUERY = (
+    "SELECT hour_start FROM history_rollup_hours "
+    "WHERE metric = %s AND window_ms = %s AND hour_start >= %s AND hour_start + 3600000 <= %s "
+    "AND rolled = version ORDER BY hour_start"
+)
+ROLLUP_QUERY = (
+    "SELECT r.labels, r.hour_start, r.value_int, r.value_float, r.state, r.status "
+    "FROM history_rollup r JOIN history_rollup_hours h "
+    "ON h.metric = r.metric AND h.window_ms = r.window_ms AND h.hour_start = r.hour_start "
+    "WHERE r.metric = %s AND r.window_ms = %s AND r.hour_start >= %s "
+    "AND r.hour_start + 3600000 <= %s AND h.rolled = h.version "
+    "ORDER BY r.hour_start, r.labels"
+)
+"""Rollup rows of the hours rolled up at their current version, within ``[start, end)``;
+parameters (metric, window_ms, start_ms, end_ms)."""
+
+
+def rollable(window_ms: int) -> bool:
+    """Whether windows of this length are rolled up by the hour: shorter than an hour and
+    dividing it, so an hour's aligned windows are exactly the ones it holds."""
+    return 0 < window_ms < HOUR_MS and HOUR_MS % window_ms == 0
+
+
+@dataclass(frozen=True, slots=True)
+class RollupHour:
+    """An hour of one metric's windows whose rollup is missing or older than its windows."""
+
+    metric: str
+    window_ms: int
+    start_ms: int
+    version: int
 
 
 def _ident(name: str) -> sql.Identifier:
@@ -137,6 +192,41 @@ def _params(row: WindowRow, stamp: int) -> tuple[Any, ...]:
         row.state,
         stamp,
     )
+
+
+def _window_rows(metric: str, window_ms: int, rows: list[Any]) -> list[WindowRow]:
+    """``WINDOWS_QUERY``'s rows as ``WindowRow``."""
+    return [
+        WindowRow(
+            metric,
+            labels,
+            start,
+            start + window_ms,
+            value_int if value_int is not None else value_float,
+            bytes(state),
+            status,
+        )
+        for labels, start, value_int, value_float, state, status in rows
+    ]
+
+
+def _touch_hours(conn: psycopg.Connection[Any], params: list[tuple[Any, ...]]) -> None:
+    """Bump the version of the rollup hours that ``params`` (``_params`` rows) write into, in
+    the caller's transaction, in key order (as the rows: concurrent writers cannot deadlock)."""
+    hours = sorted({(p[0], p[1], p[2] - p[2] % HOUR_MS) for p in params if rollable(p[1])})
+    if hours:
+        conn.cursor().executemany(_TOUCH_HOURS, hours)
+
+
+def _gaps(start_ms: int, end_ms: int, hours: list[int]) -> Iterator[tuple[int, int]]:
+    """The ranges of ``[start_ms, end_ms)`` outside the hours starting at ``hours`` (sorted)."""
+    at = start_ms
+    for hour in hours:
+        if hour > at:
+            yield at, hour
+        at = max(at, hour + HOUR_MS)
+    if at < end_ms:
+        yield at, end_ms
 
 
 def _secrets(url: str) -> list[str]:
@@ -312,18 +402,7 @@ class PostgresHistory:
             raise ValueError(f"window_ms must be positive, got {window_ms}")
         with self._translate("cannot read from"), self._pool.connection() as conn:
             rows = conn.execute(WINDOWS_QUERY, (metric, window_ms, start_ms, end_ms)).fetchall()
-        return [
-            WindowRow(
-                metric,
-                labels,
-                start,
-                start + window_ms,
-                value_int if value_int is not None else value_float,
-                bytes(state),
-                status,
-            )
-            for labels, start, value_int, value_float, state, status in rows
-        ]
+        return _window_rows(metric, window_ms, rows)
 
     def trim(self, before_ms: int) -> int:
         """Drop the windows that ended before ``before_ms``; returns how many.
@@ -337,6 +416,10 @@ class PostgresHistory:
         """
         removed = 0
         with self._translate("cannot trim"), self._pool.connection() as conn:
+            # an hour that lost windows keeps no rollup: its series reads what is left
+            with conn.transaction():
+                for table in ("history_rollup", "history_rollup_hours"):
+                    conn.execute(f"DELETE FROM {table} WHERE hour_start < %s", (before_ms,))
             for day in self._stored_days(conn):
                 if day * DAY_MS >= before_ms:
                     break
@@ -361,10 +444,76 @@ class PostgresHistory:
         self._ensure_partitions({p[2] // DAY_MS for p in params})
         query = sql.SQL("COPY {} ({}) FROM STDIN").format(_ident(HISTORY_TABLE), sql.SQL(_COLUMNS))
         with self._translate("cannot load into"), self._pool.connection() as conn:
-            with conn.transaction(), conn.cursor().copy(query) as copy:
-                for p in params:
-                    copy.write_row((*p[:7], "final", p[7]))
+            with conn.transaction():
+                with conn.cursor().copy(query) as copy:
+                    for p in params:
+                        copy.write_row((*p[:7], "final", p[7]))
+                _touch_hours(conn, params)
         return len(params)
+
+    def hours_to_roll(
+        self, windows: Iterable[tuple[str, int]], before_ms: int, limit: int
+    ) -> list[RollupHour]:
+        """Up to ``limit`` hours, oldest first, ending at or before ``before_ms``, of the given
+        (metric, window length) pairs, whose rollup is missing or older than their windows."""
+        pairs = list(windows)
+        if not pairs:
+            return []
+        metrics = [m for m, _ in pairs]
+        lengths = [w for _, w in pairs]
+        with self._translate("cannot read from"), self._pool.connection() as conn:
+            rows = conn.execute(_HOURS_TO_ROLL, (metrics, lengths, before_ms, limit)).fetchall()
+        return [RollupHour(m, w, h, v) for m, w, h, v in rows]
+
+    def write_rollup(self, hour: RollupHour, rows: list[WindowRow]) -> bool:
+        """Store ``rows`` (one per label set, each the merge of the hour's windows) as the
+        rollup of ``hour``, if its windows did not change since ``hour.version`` (else nothing
+        is written and False returned: it is rolled up again later)."""
+        params = []
+        for row in rows:
+            value_int, value_float = _split_value(row.value)
+            status = "revised" if row.status == "revised" else "final"
+            key = (hour.metric, hour.window_ms, hour.start_ms)
+            params.append((*key, row.labels, value_int, value_float, row.state, status))
+        key = (hour.metric, hour.window_ms, hour.start_ms)
+        with self._translate("cannot write to"), self._pool.connection() as conn:
+            with conn.transaction():
+                if conn.execute(_MARK_ROLLED, (*key, hour.version)).rowcount != 1:
+                    return False
+                conn.execute(
+                    "DELETE FROM history_rollup "
+                    "WHERE metric = %s AND window_ms = %s AND hour_start = %s",
+                    key,
+                )
+                conn.cursor().executemany(_INSERT_ROLLUP, params)
+        return True
+
+    def series_windows(
+        self, metric: str, start_ms: int, end_ms: int, window_ms: int, step_ms: int
+    ) -> list[WindowRow]:
+        """``windows``, except that with a step of whole hours (and windows that divide an
+        hour) each hour in ``[start_ms, end_ms)`` that is rolled up at its current version
+        comes as its rollup rows (one window of an hour per label set) instead of its windows.
+        The hours and both kinds of rows are read in one snapshot."""
+        if not (rollable(window_ms) and step_ms % HOUR_MS == 0):
+            return self.windows(metric, start_ms, end_ms, window_ms)
+        out: list[WindowRow] = []
+        with self._translate("cannot read from"), self._pool.connection() as conn:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                key = (metric, window_ms, start_ms, end_ms)
+                hours = [h for (h,) in conn.execute(ROLLED_HOURS_QUERY, key).fetchall()]
+                for labels, hour, value_int, value_float, state, status in conn.execute(
+                    ROLLUP_QUERY, key
+                ):
+                    value = value_int if value_int is not None else value_float
+                    end = hour + HOUR_MS
+                    out.append(WindowRow(metric, labels, hour, end, value, bytes(state), status))
+                for low, high in _gaps(start_ms, end_ms, hours):
+                    rows = conn.execute(WINDOWS_QUERY, (metric, window_ms, low, high)).fetchall()
+                    out.extend(_window_rows(metric, window_ms, rows))
+        out.sort(key=lambda r: (r.window_start_ms, r.labels))
+        return out
 
     def partitions(self) -> list[str]:
         """The names of the day partitions that exist, oldest first."""
@@ -393,6 +542,7 @@ class PostgresHistory:
                 try:
                     with self._pool.connection() as conn, conn.transaction():
                         conn.cursor().executemany(statement, params)
+                        _touch_hours(conn, params)
                     return
                 except psycopg.errors.CheckViolation as exc:
                     # No constraint name: no partition for a row. Another process's retention

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,15 +79,18 @@ end
 return id
 """
 
-# KEYS: log. ARGV: group, idle ms. Removes the group's consumers idle that long with nothing
-# pending; returns their names. XINFO CONSUMERS replies name, pending, idle (and in newer
-# servers more) as a flat list of field-value pairs.
+# KEYS: log. ARGV: group, idle ms, then the names to keep. Removes the group's other consumers
+# idle that long with nothing pending; returns their names. XINFO CONSUMERS replies name,
+# pending, idle (and in newer servers more) as a flat list of field-value pairs.
 FORGET_CONSUMERS_SCRIPT = """
+local keep = {}
+for i = 3, #ARGV do keep[ARGV[i]] = true end
 local gone = {}
 for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local c = {}
   for i = 1, #row, 2 do c[row[i]] = row[i + 1] end
-  if tonumber(c['pending']) == 0 and tonumber(c['idle']) >= tonumber(ARGV[2]) then
+  if tonumber(c['pending']) == 0 and tonumber(c['idle']) >= tonumber(ARGV[2])
+      and not keep[c['name']] then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
     table.insert(gone, c['name'])
   end
@@ -332,17 +335,18 @@ class RedisEventLog(RedisStore):
             rows = self.client.xinfo_consumers(self.keys.log, self.keys.log_group)
         return {text(r["name"]): (int(r["pending"]), int(r["idle"])) for r in rows}
 
-    def forget_idle_consumers(self, idle_ms: int) -> list[str]:
-        """Remove from the group the consumers idle for ``idle_ms`` or more with nothing
-        pending (processors that stopped or died, once their entries were taken over); returns
-        their names. Checked and removed in one script, so a consumer that reads meanwhile is
-        kept: removing one with pending entries would strand them."""
+    def forget_idle_consumers(self, idle_ms: int, keep: Collection[str] = ()) -> list[str]:
+        """Remove from the group the consumers not in ``keep`` idle for ``idle_ms`` or more
+        with nothing pending (processors that stopped or died, once their entries were taken
+        over); returns their names. Checked and removed in one script, so a consumer that reads
+        meanwhile is kept: removing one with pending entries would strand them. (Removing a
+        living one with nothing pending is harmless, its next read makes it again; ``keep``
+        names those known to live, whose idle time a blocking read may not refresh.)"""
         with self._translate("cannot remove idle consumers of"):
             if self._group() is None:
                 return []
-            names: Any = self._forget_script(
-                keys=[self.keys.log], args=[self.keys.log_group, idle_ms]
-            )
+            args: list[str | int] = [self.keys.log_group, idle_ms, *keep]
+            names: Any = self._forget_script(keys=[self.keys.log], args=args)
         return [text(n) for n in names]
 
     # --- backlog and retention ----------------------------------------------------------------

@@ -258,10 +258,11 @@ class SqliteState:
         return {m: bytes(p) for m, p in rows}
 
     def windows(
-        self, metric: str, start_ms: int, end_ms: int, window_ms: int
+        self, metric: str, start_ms: int, end_ms: int, window_ms: int, step_ms: int = 0
     ) -> tuple[list[WindowRow], list[WindowRow]]:
         """(history, open) windows of ``metric`` of length ``window_ms`` starting in
-        ``[start_ms, end_ms)`` and aligned to ``window_ms``, read in one snapshot of the file."""
+        ``[start_ms, end_ms)`` and aligned to ``window_ms``, read in one snapshot of the file
+        (``step_ms`` is for stores with rollups; this one has none)."""
         with self._lock:
             self._conn.execute("BEGIN")
             try:

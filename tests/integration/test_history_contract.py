@@ -224,7 +224,7 @@ def test_stores_opened_at_once_on_a_fresh_database_migrate_once(pg_url: str) -> 
     try:
         with psycopg.connect(pg_url) as conn:
             applied = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-            assert applied == [(1, "history"), (2, "meta")]
+            assert applied == [(1, "history"), (2, "meta"), (3, "rollups")]
             kind = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'history'")
             assert kind.fetchone() == ("p",)  # partitioned
             assert migrate(conn) == []
