@@ -126,9 +126,9 @@ def poll(check: Callable[[], list[str]], timeout_s: float, interval_s: float = 0
         time.sleep(interval_s)
 
 
-def report(problems: list[str], server: Server) -> str:
+def report(problems: list[str], logs: str) -> str:
     shown = "\n".join(problems[:40])
-    return f"{len(problems)} differences:\n{shown}\n--- server log ---\n{server.logs()}"
+    return f"{len(problems)} differences:\n{shown}\n--- server log ---\n{logs}"
 
 
 # --- traffic -------------------------------------------------------------------------------
@@ -198,13 +198,25 @@ class Traffic:
             ]
         )
 
-    def post(self, client: httpx.Client, items: list[Item]) -> None:
-        """Send one request; check the 202 names exactly the malformed events."""
-        response = client.post(
-            "/v1/events",
-            content=json.dumps([event for event, _ in items]),
-            headers={"content-type": "application/json"},
-        )
+    def post(self, client: httpx.Client, items: list[Item], *, patient: bool = False) -> None:
+        """Send one request; check the 202 names exactly the malformed events. ``patient``:
+        while the server answers 503 or the connection fails, send the same bytes again (as
+        a client does through an outage), for up to a minute."""
+        content = json.dumps([event for event, _ in items])
+        deadline = time.monotonic() + (60.0 if patient else 0.0)
+        while True:
+            try:
+                response = client.post(
+                    "/v1/events", content=content, headers={"content-type": "application/json"}
+                )
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+                continue
+            if response.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert response.status_code == 202, response.text
         body = response.json()
         bad = [i for i, (_, ok) in enumerate(items) if not ok]
@@ -248,26 +260,28 @@ def _index(items: list[Item], event: dict[str, Any]) -> int:
 
 
 class Reader:
-    """Series and current values of one server, bypassing the one-tick read cache."""
+    """Series and current values of one server at ``url``, bypassing the one-tick read cache;
+    ``logs`` gives the server's log for reports."""
 
-    def __init__(self, server: Server, from_ms: int) -> None:
-        self.server = server
+    def __init__(self, url: str, from_ms: int, logs: Callable[[], str]) -> None:
+        self.url = url
         self.from_ms = from_ms
+        self.logs = logs
         self._nonce = itertools.count()
 
     def series(self, name: str) -> dict[str, Any]:
         params = {"from": self.from_ms, "to": wall_ms() + 60_000, "nocache": next(self._nonce)}
-        response = httpx.get(f"{self.server.url}/v1/metrics/{name}/series", params=params)
+        response = httpx.get(f"{self.url}/v1/metrics/{name}/series", params=params)
         assert response.status_code == 200, response.text
         return dict(response.json())
 
     def stream_time(self, name: str) -> int:
-        response = httpx.get(f"{self.server.url}/v1/metrics/{name}")
+        response = httpx.get(f"{self.url}/v1/metrics/{name}")
         assert response.status_code == 200, response.text
         return int(response.json()["stream_time"] or 0)
 
     def counter(self, name: str) -> float:
-        text = httpx.get(f"{self.server.url}/metrics").text
+        text = httpx.get(f"{self.url}/metrics").text
         for line in text.splitlines():
             if line.startswith(f"{name}_total ") or line.startswith(f"{name} "):
                 return float(line.split()[1])
@@ -337,7 +351,7 @@ def check_open_windows(reader: Reader, traffic: Traffic, client: httpx.Client) -
         return OPEN if t == now - now % metric.window_ms else frozenset({"open", "final"})
 
     problems = poll(lambda: reader.differences(traffic.acked, statuses), 2.0, 0.05)
-    assert problems == [], "open windows: " + report(problems, reader.server)
+    assert problems == [], "open windows: " + report(problems, reader.logs())
 
 
 def late_round(
@@ -405,7 +419,7 @@ def test_series_equal_the_oracle_through_duplicates_late_events_and_restarts(
     rng = random.Random(20261127)
     traffic = Traffic(rng)
     server = serve(config_text("1s"))
-    reader = Reader(server, wall_ms() - 60_000)
+    reader = Reader(server.url, wall_ms() - 60_000, server.logs)
     clients = [httpx.Client(base_url=server.url, timeout=10) for _ in range(2)]
     try:
         started = wall_ms()
@@ -416,7 +430,8 @@ def test_series_equal_the_oracle_through_duplicates_late_events_and_restarts(
         # 2. everything final, nothing revised, values exact
         problems = poll(lambda: reader.differences(traffic.acked, lambda *_: FINAL), 10.0)
         late_seen = reader.counter("pulseboard_late_events")
-        assert problems == [], f"late events so far: {late_seen}; " + report(problems, server)
+        seen = f"late events so far: {late_seen}; "
+        assert problems == [], seen + report(problems, server.logs())
         assert late_seen == 0, "in-time events were handled as late"
 
         # 3. late events: their windows (all sliding ones holding them too) are final
@@ -433,14 +448,14 @@ def test_series_equal_the_oracle_through_duplicates_late_events_and_restarts(
         assert len(late_ids) == 16 and len(late) == 24
         statuses = late_statuses(late, late_ids)
         problems = poll(lambda: reader.differences(traffic.acked, statuses), 15.0)
-        assert problems == [], "after reconciliation: " + report(problems, server)
+        assert problems == [], "after reconciliation: " + report(problems, server.logs())
 
         # 4. a clean restart replays nothing twice
         server.config_path.write_text(config_text("1h"))  # from now on only the CLI reconciles
         assert server.stop() == 0
         server.start()
         problems = poll(lambda: reader.differences(traffic.acked, statuses), 10.0)
-        assert problems == [], "after a restart: " + report(problems, server)
+        assert problems == [], "after a restart: " + report(problems, server.logs())
 
         # 5. late events that only `pulseboard reconcile` applies
         check_reconcile_cli(server, reader, traffic, late, late_ids, (earliest, latest))
@@ -471,7 +486,7 @@ def check_reconcile_cli(
     assert reader.counter("pulseboard_late_events") == emitted
     # noted, not applied: the series still read as before the new late events
     problems = reader.differences(before, late_statuses(late, late_ids))
-    assert problems == [], "before pulseboard reconcile: " + report(problems, server)
+    assert problems == [], "before pulseboard reconcile: " + report(problems, server.logs())
 
     assert server.stop() == 0
     reconcile_cli(server)
@@ -479,7 +494,7 @@ def check_reconcile_cli(
     all_late = late + more
     statuses = late_statuses(all_late, late_ids | {e["id"] for e in more})
     problems = poll(lambda: reader.differences(traffic.acked, statuses), 10.0)
-    assert problems == [], "after pulseboard reconcile: " + report(problems, server)
+    assert problems == [], "after pulseboard reconcile: " + report(problems, server.logs())
 
 
 # --- test 2 --------------------------------------------------------------------------------
@@ -652,7 +667,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
         return problems
 
     problems = poll(wrong, 40.0, 0.25)
-    assert problems == [], report(problems, server)
+    assert problems == [], report(problems, server.logs())
     # and it stays right for two more reconciliation periods (a late double count would show)
     for _ in range(8):
         time.sleep(0.25)
