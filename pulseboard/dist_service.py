@@ -284,6 +284,9 @@ class DistributedService(PipelineSource):
                 stats[key] = max(stats.get(key, 0), report.get(key, 0))
         stats["backlog_events"] = backlog.events
         stats["backlog_entries"] = backlog.entries
+        footprint = self.hot.footprint()  # the shared open windows, not one processor's
+        stats["label_sets"] = {name: labels for name, (labels, _) in footprint.items()}
+        stats["state_bytes"] = {name: size for name, (_, size) in footprint.items()}
         self.stats = stats
 
     # --- state ---------------------------------------------------------------------------------

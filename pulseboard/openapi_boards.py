@@ -268,7 +268,10 @@ SCHEMAS: dict[str, Any] = {
             "label_sets": {"type": "integer"},
             "state_bytes": {
                 "type": "integer",
-                "description": "Encoded size of its open windows' state at the last checkpoint.",
+                "description": (
+                    "Embedded: encoded size of its open windows' state at the processor's last "
+                    "checkpoint. Distributed: bytes Redis uses for its open buckets."
+                ),
             },
         },
     },

@@ -115,8 +115,8 @@ class Sampler:
 
 
 def metric_stats(stats: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per metric: label sets held and the size of its open-window state (bytes, as of the
-    processor's last checkpoint)."""
+    """Per metric: label sets held and the size of its open-window state (bytes: embedded, as
+    of the processor's last checkpoint; distributed, what Redis uses for its open buckets)."""
     label_sets: dict[str, int] = stats.get("label_sets", {})
     state_bytes: dict[str, int] = stats.get("state_bytes", {})
     return [

@@ -130,7 +130,14 @@ class RedisHotStore(RedisStore):
         self._horizon_ms, self._dedupe_width_ms = dedupe_geometry(config)
         self._scripts: dict[str, Script] = {
             name: self.client.register_script(_script(name))
-            for name in ("hot_commit", "hot_finalize", "hot_complete", "hot_advance", "hot_read")
+            for name in (
+                "hot_commit",
+                "hot_finalize",
+                "hot_complete",
+                "hot_advance",
+                "hot_read",
+                "hot_footprint",
+            )
         }
         self._scripts["lease"] = self.client.register_script(LEASE_SCRIPT)
 
@@ -367,6 +374,19 @@ class RedisHotStore(RedisStore):
         that hold buckets, for series (one consistent read)."""
         _, final, buckets = self._read(metric)
         return open_windows(self.specs[metric], self.aggs[metric], buckets, final)
+
+    def footprint(self) -> dict[str, tuple[int, int]]:
+        """Per metric: (label sets interned, bytes Redis uses for its open buckets), for the
+        pipeline page; one round trip."""
+        script = self._scripts["hot_footprint"]
+        names = [m.name for m in self.config.metrics]
+        with self._translate("cannot read from"):
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                keys = [self.keys.hot_labels(name), self.keys.hot_index(name)]
+                script(keys=keys, args=[self.keys.hot_bucket_base(name)], client=pipe)
+            replies: list[Any] = pipe.execute()
+        return {n: (int(r[0]), int(r[1])) for n, r in zip(names, replies, strict=True)}
 
     def current(self, metric: str) -> tuple[int | None, list[WindowValue]]:
         """(stream time, ``Engine.current``): what ``processor.current_payload`` needs, from

@@ -467,6 +467,13 @@ def test_current_and_open_windows_match_the_engine(
         assert got == want
     assert stores[0].take_changed() == {m.name for m in config.metrics}
     assert stores[0].take_changed() == set()
+    footprint = stores[0].footprint()
+    assert {n: labels for n, (labels, _) in footprint.items()} == {
+        m.name: engine.label_sets(m.name) for m in config.metrics
+    }
+    assert all(size > 0 for _, size in footprint.values())
+    # a distinct metric's sets or registers count: the 20 s one holds more than the 10 s one
+    assert footprint["users_20s"][1] > footprint["users"][1] > footprint["revenue"][1]
 
 
 def test_commands_per_thousand_events(
