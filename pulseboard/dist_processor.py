@@ -1,5 +1,5 @@
 """The distributed processor: the log on Redis Streams, open windows in the Redis hot store,
-history in PostgreSQL; any number of processors share the work (not yet wired into the CLI).
+history in PostgreSQL; any number of processors share the work (``serve --role processor``).
 
 Each processor is a consumer (``consumer``, a name unique among the living processors) of the
 log's consumer group:
@@ -16,10 +16,10 @@ log's consumer group:
   applied marks absorb, so it costs time, not correctness).
 - ``tick`` moves the shared stream time on with the clock when the log is drained (only then,
   as the embedded engine), finalises what stream time allows (once, whichever processor does
-  it), writes the queued final windows to history (idempotent; a job is dropped only after it
-  is written), stores the current values of the metrics that changed in ``RedisKeys.current``
-  and publishes ``{"tick": now, "metrics": [...]}`` on ``RedisKeys.ticks``, and every
-  ``pipeline.reconcile_every`` reconciles late events.
+  it), stores the current values of the metrics that changed in ``RedisKeys.current`` and
+  publishes ``{"tick": now, "metrics": [...]}`` on ``RedisKeys.ticks``; then writes the queued
+  final windows to history (idempotent; a job is dropped only after it is written), every
+  ``pipeline.reconcile_every`` reconciles late events and every minute applies retention.
 - ``reconcile`` (one processor at a time, under a lease in Redis): each late event's final
   windows are recomputed from the log (entries by append time within ``retention.log``,
   filtered by their min/max event time; each event id counted once, nothing late, as
@@ -30,7 +30,10 @@ log's consumer group:
   stays until written, and the entries of a failed commit stay pending); ``run`` catches it,
   pauses, logs once per outage, retries with a capped exponential backoff and resumes by itself,
   re-reading its own pending entries. ``health()`` says whether it is up, since when it is
-  paused and the last error.
+  paused and the last error. History (PostgreSQL) is the exception: when only it is down the
+  processor goes on reading, committing and publishing live values, and the history work of
+  its ticks is retried with its own backoff (``history_health()``); finalised windows wait in
+  Redis meanwhile.
 """
 
 from __future__ import annotations
@@ -123,10 +126,12 @@ class Health:
 
 @dataclass
 class _Outage:
-    """Pause, backoff and logging of store outages: logged when one starts and when it ends,
-    not per attempt."""
+    """Pause, backoff and logging of store outages: logged when one starts and when it ends
+    (``started`` and ``ended`` say what it means), not per attempt."""
 
     max_backoff_s: float
+    started: str = "store unavailable, processing paused until it is back"
+    ended: str = "stores reachable again"
     health: Health = field(default_factory=Health)
     retry_at: float = 0.0  # time.monotonic()
 
@@ -135,7 +140,7 @@ class _Outage:
         h = self.health
         attempts = h.attempts + 1
         if h.up:
-            log.error("store unavailable, processing paused until it is back: %s", exc)
+            log.error("%s: %s", self.started, exc)
         else:
             log.debug("still unavailable (attempt %d): %s", attempts, exc)
         delay = min(self.max_backoff_s, FIRST_BACKOFF_S * 2.0 ** min(attempts - 1, 30))
@@ -147,7 +152,7 @@ class _Outage:
         h = self.health
         if not h.up:
             paused = (now - (h.paused_since_ms or now)) / 1000
-            log.warning("stores reachable again after %.1f s (%d attempts)", paused, h.attempts)
+            log.warning("%s after %.1f s (%d attempts)", self.ended, paused, h.attempts)
             self.health = Health(True, None, h.last_error, h.last_error_ms, 0)
 
     def wait_s(self) -> float:
@@ -194,6 +199,12 @@ class DistributedProcessor:
         self.stats = DistStats()
         self._clock = clock
         self._outage = _Outage(max_backoff_s)
+        self._history_outage = _Outage(
+            max_backoff_s,
+            "history unavailable; live values go on and final windows wait in Redis until it "
+            "is back",
+            "history reachable again",
+        )
         now = self._now()
         self._next_claim_ms = now
         self._next_reconcile_ms = now + config.pipeline.reconcile_every_ms
@@ -271,7 +282,6 @@ class DistributedProcessor:
             explicit = now_ms is not None or self._clock is not None
             self.hot.advance(now if explicit else None)
         jobs = self.hot.finalize_all()
-        self.hot.flush_pending(self.history)
         # kept until published, so a failure below loses no change notice
         self._unpublished |= self.hot.take_changed() | {j.metric for j in jobs}
         self._unpublished |= self._moved_metrics(self.hot.stream_time())
@@ -282,12 +292,7 @@ class DistributedProcessor:
             payloads[name] = msgspec.json.encode(body)
         self.hot.publish_current(now, payloads)
         self._unpublished.clear()
-        if now >= self._next_reconcile_ms:
-            self.reconcile(now)
-            self._next_reconcile_ms = now + self.config.pipeline.reconcile_every_ms
-        if now >= self._next_retain_ms:
-            self.retain(now)
-            self._next_retain_ms = now + RETAIN_EVERY_MS
+        self._history_work(now)
         stats = self.stats
         stats.backlog_entries, stats.backlog_events = backlog.entries, backlog.events
         if backlog.entries and self._last_received_ms is not None:
@@ -296,6 +301,27 @@ class DistributedProcessor:
             stats.lag_s = 0.0
         stats.tick_ms = (time.perf_counter() - started) * 1000
         return {"tick": now, "metrics": sorted(payloads), "stats": self.stats_dict()}
+
+    def _history_work(self, now: int) -> None:
+        """Write the finalised windows to history and, when due, reconcile and apply
+        retention. History being down does not pause the processor (the windows wait in
+        Redis, live values go on): these are retried with backoff on later ticks. A Redis
+        failure still raises, and pauses it."""
+        if self._history_outage.wait_s() > 0:
+            return
+        try:
+            self.hot.flush_pending(self.history)
+            if now >= self._next_reconcile_ms:
+                self.reconcile(now)
+                self._next_reconcile_ms = now + self.config.pipeline.reconcile_every_ms
+            if now >= self._next_retain_ms:
+                self.retain(now)
+                self._next_retain_ms = now + RETAIN_EVERY_MS
+        except StoreUnavailable as exc:
+            self.hot.stream_time()  # Redis down raises here: that pauses everything
+            self._history_outage.failed(exc, now)
+            return
+        self._history_outage.recovered(now)
 
     def _moved_metrics(self, stream_time_ms: int | None) -> set[str]:
         """Metrics whose current window moved (a new tumbling window, or a sliding window one
@@ -440,8 +466,13 @@ class DistributedProcessor:
                 resume = True
 
     def health(self) -> Health:
-        """Up, or paused since when and why (for ``/readyz``)."""
+        """Up, or paused since when and why (Redis unreachable)."""
         return self._outage.health
+
+    def history_health(self) -> Health:
+        """History (PostgreSQL) writable, or failing since when and why; the processor goes on
+        meanwhile."""
+        return self._history_outage.health
 
     def stats_dict(self) -> dict[str, Any]:
         """The stats as a plain dict (for the tick message and the pipeline page)."""

@@ -31,6 +31,9 @@ from pulseboard.dist_processor import DistributedProcessor
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+HISTORY_WAIT_S = 1.0
+"""How long a history write waits for a pooled connection: while PostgreSQL is down, a tick
+holds up event processing and live values this long at most (then retries later)."""
 
 
 def consumer_name() -> str:
@@ -45,7 +48,7 @@ def _open_history(url: str, stop: threading.Event) -> PostgresHistory | None:
     logged = False
     while not stop.is_set():
         try:
-            return PostgresHistory(url)
+            return PostgresHistory(url, wait_s=HISTORY_WAIT_S)
         except StoreUnavailable as exc:
             if not logged:
                 log.error("cannot open history; retrying until it can: %s", exc)

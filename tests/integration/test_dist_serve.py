@@ -8,13 +8,14 @@ the processes it started and checks that they exit cleanly (code 0) on SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,9 +24,20 @@ import psycopg
 import pytest
 from websockets.sync.client import connect
 
+from pulseboard.adapters.redis_conn import RedisSettings
+from pulseboard.adapters.redis_hot import RedisHotStore
+from pulseboard.config import load_config
 from tests.unit.test_openapi import component, schema_errors
 
-from .conftest import RedisServer, free_port, stop_process
+from . import conftest as fixtures
+from .conftest import (
+    PostgresCluster,
+    RedisServer,
+    find_binary,
+    free_port,
+    stop_process,
+    unavailable,
+)
 
 T = TypeVar("T")
 WAIT_S = 30.0
@@ -65,15 +77,16 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = WAIT_S
 
 
 class Proc:
-    """One ``pulseboard serve`` process; ``url`` when it serves HTTP."""
+    """One ``pulseboard serve`` process (``extra``: more arguments); ``url`` when it serves
+    HTTP."""
 
-    def __init__(self, config: Path, role: str, log_dir: Path) -> None:
+    def __init__(self, config: Path, role: str, log_dir: Path, extra: Sequence[str] = ()) -> None:
         self.role = role
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{role}-{self.port}.log"
         args = [*SERVE, "--config", str(config)]
-        args += ["--role", role, "--port", str(self.port)]
+        args += ["--role", role, "--port", str(self.port), *extra]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
 
@@ -95,13 +108,17 @@ class Proc:
         return int(self.proc.returncode)
 
 
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[[Path, str], Proc]]:
-    """``start(config, role)``: a serve process, stopped (SIGTERM, exit 0) after the test."""
+Start = Callable[..., Proc]
+
+
+@contextlib.contextmanager
+def serving(log_dir: Path) -> Iterator[Start]:
+    """``start(config, role, *extra)``: a serve process (waited for until it serves HTTP,
+    unless a processor); every one is stopped at the end and must exit 0 on SIGTERM."""
     procs: list[Proc] = []
 
-    def run(config: Path, role: str) -> Proc:
-        proc = Proc(config, role, tmp_path)
+    def run(config: Path, role: str, *extra: str) -> Proc:
+        proc = Proc(config, role, log_dir, extra)
         procs.append(proc)
         if role != "processor":
             proc.wait_http()
@@ -113,11 +130,19 @@ def start(tmp_path: Path) -> Iterator[Callable[[Path, str], Proc]]:
         assert codes[p.role + str(p.port)] == 0, f"{p.role} exit code:\n{p.log()}"
 
 
-def write_config(tmp_path: Path, redis_url: str, pg_url: str) -> Path:
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Start]:
+    """``start(config, role, *extra)``: see ``serving``."""
+    with serving(tmp_path) as run:
+        yield run
+
+
+def write_config(tmp_path: Path, redis_url: str, pg_url: str, template: str = CONFIG) -> Path:
+    """``template`` with the stores filled in; ``{{``/``}}`` in it are literal braces."""
     # a prefix of its own: the session's Redis is shared with other tests
     redis = f"{redis_url}?prefix=t{uuid.uuid4().hex[:8]}:"
     path = tmp_path / "pulseboard.yaml"
-    path.write_text(CONFIG.format(redis=f"'{redis}'", pg=f"'{pg_url}'"))
+    path.write_text(template.format(redis=f"'{redis}'", pg=f"'{pg_url}'"))
     return path
 
 
@@ -144,7 +169,7 @@ def current_count(url: str, *, at_least: int) -> dict[str, Any] | None:
 
 
 def test_api_and_processor_serve_current_values_live_and_series(
-    tmp_path: Path, redis_url: str, pg_url: str, start: Callable[[Path, str], Proc]
+    tmp_path: Path, redis_url: str, pg_url: str, start: Start
 ) -> None:
     config = write_config(tmp_path, redis_url, pg_url)
     api = start(config, "api")
@@ -220,7 +245,7 @@ def test_redis_outage_marks_reads_stale_refuses_ingest_and_recovers(
     tmp_path: Path,
     redis_factory: Callable[..., RedisServer],
     pg_url: str,
-    start: Callable[[Path, str], Proc],
+    start: Start,
 ) -> None:
     server = redis_factory(appendonly=True)
     config = write_config(tmp_path, server.url, pg_url)
@@ -270,11 +295,144 @@ def test_redis_outage_marks_reads_stale_refuses_ingest_and_recovers(
     assert api.alive() and processor.alive()
 
 
+# --- PostgreSQL down and back -----------------------------------------------------------------
+
+
+@pytest.fixture
+def own_postgres(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[PostgresCluster, Callable[[], None]]]:
+    """A cluster of this test's own, with ``restart()``: start it again on the same port."""
+    initdb, postgres = find_binary("initdb"), find_binary("postgres")
+    if initdb is None or postgres is None:
+        unavailable("PostgreSQL binaries (initdb, postgres) not found")
+    cluster = PostgresCluster(initdb, postgres)
+
+    def restart() -> None:
+        port = cluster.port
+        monkeypatch.setattr(fixtures, "free_port", lambda: port)
+        cluster.start()
+
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster, restart
+    finally:
+        cluster.stop()
+
+
+def serve_then_stop_postgres(
+    tmp_path: Path, redis_url: str, cluster: PostgresCluster, start: Start
+) -> tuple[Path, Proc, Proc, int]:
+    """An API and a processor on ``cluster``, one event at the start of a window far ahead of
+    the clock (``base``) counted, then PostgreSQL stopped (its data kept). Returns the config,
+    the API, the processor and ``base``."""
+    config = write_config(tmp_path, redis_url, cluster.url)
+    api = start(config, "api")
+    processor = start(config, "processor")
+    wait_for("readiness", lambda: httpx.get(f"{api.url}/readyz").status_code == 200)
+    # far ahead of the clock, so that only later events close these windows
+    base = now_ms() + 20_000
+    base -= base % WINDOW_MS
+    assert post(api.url, [order(1, base + 10, amount=1.5)]).status_code == 202
+    wait_for("the current value", lambda: current_count(api.url, at_least=1))
+    assert cluster.proc is not None
+    stop_process(cluster.proc, signal.SIGINT, 30)
+    return config, api, processor, base
+
+
+def revenue_points(url: str, start_ms: int, end_ms: int) -> list[tuple[int, Any, str]]:
+    """(start, value, status) of the revenue series' points; [] while it cannot be read."""
+    params = {"from": str(start_ms), "to": str(end_ms)}
+    got = httpx.get(f"{url}/v1/metrics/revenue/series", params=params, timeout=15)
+    if got.status_code != 200:
+        return []
+    return [(p["t"], p["value"], p["status"]) for s in got.json()["series"] for p in s["points"]]
+
+
+def test_postgres_outage_keeps_ingest_and_history_catches_up(
+    tmp_path: Path,
+    redis_url: str,
+    own_postgres: tuple[PostgresCluster, Callable[[], None]],
+    start: Start,
+) -> None:
+    cluster, restart = own_postgres
+    path, api, processor, base = serve_then_stop_postgres(tmp_path, redis_url, cluster, start)
+    config = load_config(path)
+    hot = RedisHotStore(RedisSettings.from_url(config.storage.log), config)
+    try:
+        # ingest goes on (the log is Redis), and stream time passes three windows: they are
+        # final, and wait in Redis for history
+        during = [order(2, base + WINDOW_MS + 10, amount=2.5)]
+        during += [order(3, base + WINDOW_MS + 20, amount=2.5)]
+        during += [order(4, base + 2 * WINDOW_MS + 10, amount=4.0)]
+        assert post(api.url, during).status_code == 202
+        assert post(api.url, [order(5, base + 5 * WINDOW_MS + 10)]).status_code == 202
+
+        def down() -> httpx.Response | None:
+            ready = httpx.get(f"{api.url}/readyz", timeout=20)
+            return ready if ready.status_code == 503 else None
+
+        ready = wait_for("/readyz to say PostgreSQL is down", down)
+        assert schema_errors(component("Ready"), ready.json()) == []
+        checks = ready.json()["checks"]
+        assert checks["postgresql"].startswith("unreachable: cannot reach the PostgreSQL store")
+        assert checks["redis"] == "ok"
+        wait_for("final windows waiting for history", lambda: hot.pending() != [])
+        assert post(api.url, [order(6, now_ms() + 20_000)]).status_code == 202
+        assert api.alive() and processor.alive()
+    finally:
+        restart()
+        hot.close()
+
+    expected = [(base, 1.5, "final"), (base + WINDOW_MS, 5.0, "final")]
+    expected.append((base + 2 * WINDOW_MS, 4.0, "final"))
+
+    def caught_up() -> bool:
+        return revenue_points(api.url, base, base + 3 * WINDOW_MS) == expected
+
+    wait_for("the windows finalised meanwhile to reach history", caught_up, 75)
+    with psycopg.connect(cluster.url) as conn:
+        rows = conn.execute(
+            "SELECT window_start, value_float, status FROM history WHERE metric = 'revenue' "
+            "AND window_start < %s ORDER BY window_start",
+            (base + 3 * WINDOW_MS,),
+        ).fetchall()
+    assert rows == expected
+    wait_for("readiness again", lambda: httpx.get(f"{api.url}/readyz").status_code == 200)
+    assert api.alive() and processor.alive()
+
+
+def test_postgres_outage_keeps_live_values_flowing(
+    tmp_path: Path,
+    redis_url: str,
+    own_postgres: tuple[PostgresCluster, Callable[[], None]],
+    start: Start,
+) -> None:
+    cluster, restart = own_postgres
+    _, api, processor, base = serve_then_stop_postgres(tmp_path, redis_url, cluster, start)
+    try:
+        later = base + 5 * WINDOW_MS  # closes the window at base: its history write fails
+        assert post(api.url, [order(i, later + 10) for i in range(2, 5)]).status_code == 202
+
+        def live() -> dict[str, Any] | None:
+            body = current_count(api.url, at_least=1)
+            return body if body and body["values"][0]["window_start"] == later else None
+
+        body = wait_for("live values of the new window", live, 20)
+        assert [v["value"] for v in body["values"]] == [3]
+        assert post(api.url, [order(5, later + 20)]).status_code == 202
+        wait_for("the next live value", lambda: current_count(api.url, at_least=4), 20)
+        assert api.alive() and processor.alive()
+    finally:
+        restart()
+
+
 # --- two API processes ------------------------------------------------------------------------
 
 
 def test_two_api_processes_share_dashboards(
-    tmp_path: Path, redis_url: str, pg_url: str, start: Callable[[Path, str], Proc]
+    tmp_path: Path, redis_url: str, pg_url: str, start: Start
 ) -> None:
     config = write_config(tmp_path, redis_url, pg_url)
     one, two = start(config, "api"), start(config, "api")
@@ -293,7 +451,7 @@ def test_two_api_processes_share_dashboards(
 
 
 def test_role_all_runs_an_api_and_its_processor(
-    tmp_path: Path, redis_url: str, pg_url: str, start: Callable[[Path, str], Proc]
+    tmp_path: Path, redis_url: str, pg_url: str, start: Start
 ) -> None:
     config = write_config(tmp_path, redis_url, pg_url)
     server = start(config, "all")
