@@ -43,13 +43,14 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
 
 from pulseboard.adapters.base import StoreUnavailable, now_ms
 from pulseboard.adapters.postgres import PostgresHistory
+from pulseboard.adapters.redis_dlq import RedisDeadLetters
 from pulseboard.adapters.redis_hot import RedisHotStore
 from pulseboard.adapters.redis_log import RedisEventLog, StreamEntry
 from pulseboard.adapters.redis_reports import RedisProcessorReports
@@ -80,6 +81,7 @@ class Retained:
     """What one ``retain`` removed."""
 
     log_entries: int
+    dead_letters: int
     history_windows: int
     consumers: list[str]
     rollups: int = 0
@@ -194,6 +196,7 @@ class DistributedProcessor:
         self.claim_every_ms = claim_every_ms or max(100, claim_idle_ms // 2)
         self.reconcile_lease_ms = reconcile_lease_ms
         self.reports = reports
+        self.dead_letters = RedisDeadLetters(log.settings, client=log.client)
         self.decoder = EventDecoder(config)
         self.specs = {m.name: m for m in config.metrics}
         self.stats = DistStats()
@@ -348,7 +351,8 @@ class DistributedProcessor:
 
     def retain(self, now_ms: int | None = None) -> Retained | None:
         """Apply retention (under the lease; None when another processor holds it): log
-        entries appended before ``retention.log`` (never one unacknowledged), history windows
+        entries appended before ``retention.log`` (never one unacknowledged) and dead letters
+        as old, history windows
         that ended before ``retention.history``, and consumers idle for ``takeover_after``
         with nothing pending (stopped or dead processors whose entries were taken over); and
         rolls up the hours of history that are final (``rollups.roll_up``)."""
@@ -365,13 +369,14 @@ class DistributedProcessor:
             final_before = None if stream is None else stream - self.config.pipeline.lateness_ms
             done = Retained(
                 log_entries=self.log.trim(now - retention.log_ms),
+                dead_letters=self.dead_letters.trim(now - retention.log_ms),
                 history_windows=self.history.trim(now - retention.history_ms),
                 consumers=self.log.forget_idle_consumers(self.claim_idle_ms, living),
                 rollups=0
                 if final_before is None
                 else roll_up(self.config, self.history, final_before),
             )
-            if done.log_entries or done.history_windows or done.consumers or done.rollups:
+            if any(astuple(done)):
                 log.info("retention: %s", done)
             return done
 

@@ -16,10 +16,10 @@ name                   type         written by / read by
                                     the append script in the same step as the entry (so each
                                     entry carries its running totals: ``backlog`` uses them).
 ``{p}dlq``             stream       dead letters (rejected events with the reason), appended by
-                                    the API processes, listed and trimmed by the operator's
-                                    commands.
+                                    the API processes, listed and replayed by the operator's
+                                    commands, trimmed by retention (``retention.log``).
 ``{p}dlq:replayed``    hash         dead-letter id -> replayed at (epoch ms); written by
-                                    ``dlq replay``, cleaned with the dead letters' retention.
+                                    ``dlq replay``, trimmed with the dead letters.
 ``{p}win:{metric}``    hash         (reserved, unused: the hot store keeps buckets, below).
 ``{p}applied``         sorted set   log entry ids whose effect is committed (score: the id's
                                     milliseconds), written by the hot store's commit together

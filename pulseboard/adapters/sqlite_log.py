@@ -201,11 +201,13 @@ class SqliteLogReader:
 
     def trim(self, before_ms: int, through: int) -> int:
         """Delete entries appended before ``before_ms`` and at or before position ``through``
-        (so nothing the processor still needs goes); returns how many went."""
+        (so nothing the processor still needs goes), and dead letters received before
+        ``before_ms``; returns how many entries went."""
         with transaction(self._conn) as conn:
             cursor = conn.execute(
                 "DELETE FROM log WHERE received_ms < ? AND pos <= ?", (before_ms, through)
             )
+            conn.execute("DELETE FROM dead_letters WHERE received_ms < ?", (before_ms,))
         return cursor.rowcount
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ from pulseboard.adapters.postgres import PostgresHistory
 from pulseboard.adapters.redis_conn import RedisSettings
 from pulseboard.adapters.redis_hot import RedisHotStore
 from pulseboard.adapters.redis_log import RedisEventLog
-from pulseboard.adapters.sqlite_log import Append
+from pulseboard.adapters.sqlite_log import Append, DeadLetter
 from pulseboard.config import Config
 from pulseboard.dist_processor import DistributedProcessor
 from pulseboard.engine import Engine
@@ -394,6 +394,8 @@ def test_retention_trims_the_log_history_and_idle_consumers_under_the_lease(
         stores.log.ensure_group()
         assert stores.log.read("gone", 10) == []  # a processor that stopped, holding nothing
         append_all(stores.log, batches)
+        rejected = DeadLetter(RECEIVED_MS, 0, "x", "events[0]: not an object", b"1")
+        stores.log.append(Append(RECEIVED_MS, 0, 0, 0, None, (rejected,)))  # a dead letter only
         while processor.step():
             processor.tick(RECEIVED_MS)
         for _ in range(2):
@@ -416,11 +418,12 @@ def test_retention_trims_the_log_history_and_idle_consumers_under_the_lease(
         done = processor.retain(later)
         assert done is not None
         assert (done.log_entries, done.history_windows) == (len(batches), windows)
+        assert done.dead_letters == 1 and processor.dead_letters.count() == 0
         assert done.consumers == ["gone"]  # itself it keeps, though idle
         assert processor.log.forget_idle_consumers(0) == ["p0"]
         assert stores.log.length() == 0 and stored_history(pg_url) == {}
         assert stores.log.consumers() == {}
-        assert processor.retain(later) == type(done)(0, 0, [])  # nothing left: idempotent
+        assert processor.retain(later) == type(done)(0, 0, 0, [])  # nothing left: idempotent
     finally:
         stores.close()
 

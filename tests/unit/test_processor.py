@@ -10,7 +10,13 @@ import msgspec
 import pytest
 
 from pulseboard.adapters.sqlite import LOG_FILE, STATE_FILE, SqliteState
-from pulseboard.adapters.sqlite_log import SqliteLogWriter
+from pulseboard.adapters.sqlite_log import (
+    Append,
+    DeadLetter,
+    SqliteDeadLetters,
+    SqliteLogReader,
+    SqliteLogWriter,
+)
 from pulseboard.config import Config
 from pulseboard.engine import aggregator_for
 from pulseboard.events import EventDecoder
@@ -177,3 +183,32 @@ def test_a_late_event_reaches_every_sliding_window_that_holds_it_as_each_becomes
     assert state.late_counts() == (3, 0)
     state.close()
     p.close()
+
+
+def test_log_retention_trims_acknowledged_entries_and_old_dead_letters(tmp_path: Path) -> None:
+    path = tmp_path / LOG_FILE
+
+    def item(received_ms: int, *, batch: bool) -> Append:
+        dead = DeadLetter(received_ms, 0, f"bad-{received_ms}", "events[0]: not an object", b"1")
+        if not batch:
+            return Append(received_ms, 0, 0, 0, None, (dead,))
+        return Append(received_ms, 1, 0, 0, b'[{"id":"e"}]', (dead,))
+
+    async def write() -> None:
+        writer = SqliteLogWriter(path)
+        try:
+            for received in (1_000, 2_000, 3_000):
+                await writer.append(item(received, batch=received != 2_000))
+        finally:
+            writer.close()
+
+    asyncio.run(write())
+    reader, letters = SqliteLogReader(path), SqliteDeadLetters(path)
+    try:
+        # entries before 2,500 ms and at or before position 1; dead letters before 2,500 ms
+        assert reader.trim(2_500, 1) == 1
+        assert [e.received_ms for e in reader.read(0, 100)] == [3_000]
+        assert [d.received_ms for d in letters.list(limit=10)] == [3_000]
+    finally:
+        reader.close()
+        letters.close()
