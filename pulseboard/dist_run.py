@@ -140,4 +140,6 @@ def processor_child(config: Config, verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s[processor]: %(message)s",
     )
+    # as cli.main: the pool would warn at every reconnection attempt during an outage
+    logging.getLogger("psycopg.pool").setLevel(logging.DEBUG if verbose else logging.ERROR)
     sys.exit(run_processor_until_signal(config))
