@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -218,6 +219,30 @@ def database_url(url: str, dbname: str) -> str:
         return psycopg.conninfo.make_conninfo(url, dbname=dbname)
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+@pytest.fixture
+def own_postgres(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[PostgresCluster, Callable[[], None]]]:
+    """A cluster of the test's own, to stop and start (outage tests), with ``restart()``:
+    start it again on the same port."""
+    initdb, postgres = find_binary("initdb"), find_binary("postgres")
+    if initdb is None or postgres is None:
+        unavailable("PostgreSQL binaries (initdb, postgres) not found")
+    cluster = PostgresCluster(initdb, postgres)
+
+    def restart() -> None:
+        port = cluster.port
+        monkeypatch.setattr(sys.modules[__name__], "free_port", lambda: port)
+        cluster.start()
+
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster, restart
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -37,8 +37,7 @@ from pulseboard.processor import current_payload
 from pulseboard.windows import windows_containing
 from tests.conftest import make_config
 
-from . import conftest as fixtures
-from .conftest import PostgresCluster, RedisServer, find_binary, stop_process, unavailable
+from .conftest import PostgresCluster, RedisServer, stop_process
 
 T0 = 1_767_225_600_000  # a minute boundary
 BEAT_MS = T0 + 15 * 60_000  # far past every window: finalises everything
@@ -523,29 +522,6 @@ def test_redis_restart_pauses_and_resumes(
 
 
 # --- (4) PostgreSQL unreachable for a while -------------------------------------------------
-
-
-@pytest.fixture
-def own_postgres(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[PostgresCluster, Callable[[], None]]]:
-    """A cluster of this test's own, with ``restart()``: start it again on the same port."""
-    initdb, postgres = find_binary("initdb"), find_binary("postgres")
-    if initdb is None or postgres is None:
-        unavailable("PostgreSQL binaries (initdb, postgres) not found")
-    cluster = PostgresCluster(initdb, postgres)
-
-    def restart() -> None:
-        port = cluster.port
-        monkeypatch.setattr(fixtures, "free_port", lambda: port)
-        cluster.start()
-
-    try:
-        cluster.init()
-        cluster.start()
-        yield cluster, restart
-    finally:
-        cluster.stop()
 
 
 def test_postgres_outage_keeps_windows_pending_until_it_is_back(

@@ -29,14 +29,11 @@ from pulseboard.adapters.redis_hot import RedisHotStore
 from pulseboard.config import load_config
 from tests.unit.test_openapi import component, schema_errors
 
-from . import conftest as fixtures
 from .conftest import (
     PostgresCluster,
     RedisServer,
-    find_binary,
     free_port,
     stop_process,
-    unavailable,
 )
 
 T = TypeVar("T")
@@ -296,29 +293,6 @@ def test_redis_outage_marks_reads_stale_refuses_ingest_and_recovers(
 
 
 # --- PostgreSQL down and back -----------------------------------------------------------------
-
-
-@pytest.fixture
-def own_postgres(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[PostgresCluster, Callable[[], None]]]:
-    """A cluster of this test's own, with ``restart()``: start it again on the same port."""
-    initdb, postgres = find_binary("initdb"), find_binary("postgres")
-    if initdb is None or postgres is None:
-        unavailable("PostgreSQL binaries (initdb, postgres) not found")
-    cluster = PostgresCluster(initdb, postgres)
-
-    def restart() -> None:
-        port = cluster.port
-        monkeypatch.setattr(fixtures, "free_port", lambda: port)
-        cluster.start()
-
-    try:
-        cluster.init()
-        cluster.start()
-        yield cluster, restart
-    finally:
-        cluster.stop()
 
 
 def serve_then_stop_postgres(
