@@ -102,19 +102,16 @@ _INSERT_ROLLUP = (
 )
 ROLLED_HOURS_QUERY = (
     "SELECT hour_start FROM history_rollup_hours "
-    "WHERE metric = %s AND window_ms = %s AND hour_start >= %s AND hour_start + 3600000 <= %s "
+    "WHERE metric = %s AND window_ms = %s AND hour_start >= %s AND hour_start <= %s "
     "AND rolled = version ORDER BY hour_start"
 )
+"""The hours rolled up at their current version; parameters (metric, window_ms, first hour,
+last hour). Public so that tests can EXPLAIN it."""
 ROLLUP_QUERY = (
-    "SELECT r.labels, r.hour_start, r.value_int, r.value_float, r.state, r.status "
-    "FROM history_rollup r JOIN history_rollup_hours h "
-    "ON h.metric = r.metric AND h.window_ms = r.window_ms AND h.hour_start = r.hour_start "
-    "WHERE r.metric = %s AND r.window_ms = %s AND r.hour_start >= %s "
-    "AND r.hour_start + 3600000 <= %s AND h.rolled = h.version "
-    "ORDER BY r.hour_start, r.labels"
+    "SELECT labels, hour_start, value_int, value_float, state, status FROM history_rollup "
+    "WHERE metric = %s AND window_ms = %s AND hour_start = ANY(%s) ORDER BY hour_start, labels"
 )
-"""Rollup rows of the hours rolled up at their current version, within ``[start, end)``;
-parameters (metric, window_ms, start_ms, end_ms)."""
+"""The rollup rows of the given hours; parameters (metric, window_ms, hours)."""
 
 
 def rollable(window_ms: int) -> bool:
@@ -501,10 +498,11 @@ class PostgresHistory:
         with self._translate("cannot read from"), self._pool.connection() as conn:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                key = (metric, window_ms, start_ms, end_ms)
+                last = end_ms - HOUR_MS  # the last hour that ends within the range
+                key = (metric, window_ms, start_ms, last)
                 hours = [h for (h,) in conn.execute(ROLLED_HOURS_QUERY, key).fetchall()]
                 for labels, hour, value_int, value_float, state, status in conn.execute(
-                    ROLLUP_QUERY, key
+                    ROLLUP_QUERY, (metric, window_ms, hours)
                 ):
                     value = value_int if value_int is not None else value_float
                     end = hour + HOUR_MS
