@@ -14,12 +14,20 @@ import psycopg
 import pytest
 
 from pulseboard.adapters.base import WindowRow
-from pulseboard.adapters.postgres import HOUR_MS, PostgresHistory, RollupHour
+from pulseboard.adapters.postgres import (
+    HOUR_MS,
+    ROLLED_HOURS_QUERY,
+    ROLLUP_QUERY,
+    PostgresHistory,
+    RollupHour,
+)
 from pulseboard.config import Config
 from pulseboard.engine import aggregator_for
 from pulseboard.rollups import roll_up
 from pulseboard.series import SeriesRequest, read_series
 from tests.conftest import make_config
+
+from .test_history_contract import plan_nodes
 
 MINUTE_MS = 60_000
 H0 = 1_767_225_600_000  # 2026-01-01, an hour boundary
@@ -187,3 +195,34 @@ def test_trim_removes_the_rollups_of_hours_it_reaches(
     assert rollup_rows(pg_url) == 0
     want = series(config, store, "orders", HOUR_MS, rollups=False)
     assert series(config, store, "orders", HOUR_MS, rollups=True) == want
+
+
+def test_hourly_reads_are_index_scans(config: Config, store: PostgresHistory, pg_url: str) -> None:
+    store.write_final(windows_of(config, "orders", random.Random(1), 12))
+    assert roll_up(config, store, before_ms=H0 + 12 * HOUR_MS) == 12
+    hours = [H0 + h * HOUR_MS for h in range(3, 9)]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # the tables of a deployment: 90 days of hours of 50 other metrics, 2 label sets each
+        conn.execute(
+            "INSERT INTO history_rollup_hours (metric, window_ms, hour_start, rolled) "
+            "SELECT 'm' || m, 60000, %s + h::bigint * 3600000, 1 "
+            "FROM generate_series(1, 50) m, generate_series(0, 2159) h",
+            (H0,),
+        )
+        conn.execute(
+            "INSERT INTO history_rollup (metric, window_ms, hour_start, labels, value_int, "
+            "state, status) SELECT metric, window_ms, hour_start, l, 1, '\\x00', 'final' "
+            "FROM history_rollup_hours, unnest(ARRAY['a', 'b']) l WHERE metric LIKE 'm%%'"
+        )
+        conn.execute("ANALYZE history_rollup")
+        conn.execute("ANALYZE history_rollup_hours")
+        for query, params, rows in (
+            (ROLLED_HOURS_QUERY, ("orders", MINUTE_MS, hours[0], hours[-1]), 6),
+            (ROLLUP_QUERY, ("orders", MINUTE_MS, hours), 12),
+        ):
+            explained = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params).fetchone()
+            assert explained is not None
+            plan = explained[0][0]["Plan"]
+            scans = {n["Node Type"] for n in plan_nodes(plan) if "Relation Name" in n}
+            assert scans <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, plan
+            assert plan["Actual Rows"] == rows
