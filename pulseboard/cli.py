@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from pulseboard.auth import SCOPES
 from pulseboard.errors import PulseboardError
@@ -51,7 +50,10 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--config", help="a pulseboard.yaml (its storage.data_dir is used)")
+    where.add_argument(
+        "--config",
+        help="a pulseboard.yaml: the stores of its storage (its data_dir, or Redis and PostgreSQL)",
+    )
     where.add_argument(
         "--data-dir", help="the data directory of a server (default: ./pulseboard-data)"
     )
@@ -59,8 +61,12 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_operations(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reconcile = commands.add_parser("reconcile", help="apply pending late events to history now")
-    reconcile.add_argument("--config", required=True, help="path to a pulseboard.yaml")
-    reconcile.add_argument("--data-dir", help="overrides storage.data_dir")
+    reconcile.add_argument(
+        "--config",
+        required=True,
+        help="a pulseboard.yaml: the stores of its storage (its data_dir, or Redis and PostgreSQL)",
+    )
+    reconcile.add_argument("--data-dir", help="overrides storage.data_dir (embedded stores)")
 
     dlq = commands.add_parser("dlq", help="dead letters: rejected events with their reasons")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
@@ -139,6 +145,24 @@ def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench.add_argument(
         "--duration", type=_positive, default=20, help="pipeline: seconds of the freshness phase"
     )
+    bench.add_argument(
+        "--distributed",
+        action="store_true",
+        help="pipeline: one serve --role api and --processors serve --role processor on "
+        "Redis and PostgreSQL (a throwaway key prefix and database, removed afterwards)",
+    )
+    bench.add_argument(
+        "--processors", type=_positive, help="pipeline --distributed: processors (default 1)"
+    )
+    bench.add_argument(
+        "--redis-url",
+        help="pipeline --distributed: a Redis on this machine (default redis://127.0.0.1:6379/0)",
+    )
+    bench.add_argument(
+        "--postgres-url",
+        help="pipeline --distributed: a PostgreSQL server on this machine whose user may create "
+        "databases (default postgresql://postgres@127.0.0.1:5432/postgres)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -170,24 +194,6 @@ def _parser() -> argparse.ArgumentParser:
     _add_traffic(commands)
     _add_operations(commands)
     return parser
-
-
-def _data_dir(args: argparse.Namespace, *, create: bool = False) -> Path:
-    """The data directory named by --data-dir or --config, else the default one; it must
-    exist unless ``create``."""
-    from pulseboard.config import StorageSpec, load_config
-
-    if args.data_dir is not None:
-        path = Path(args.data_dir)
-    elif args.config is not None:
-        path = Path(load_config(args.config).storage.data_dir)
-    else:
-        path = Path(StorageSpec().data_dir)
-    if not create and not path.is_dir():
-        raise PulseboardError(
-            f"no data directory at {path}; name a server's with --data-dir or --config"
-        )
-    return path
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -250,8 +256,18 @@ def _bench(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=None if args.json else 2))
         return 0
     if args.name == "pipeline":
-        from pulseboard.benchmarks.pipeline import run_pipeline_bench
+        from pulseboard.benchmarks.pipeline import Distributed, run_pipeline_bench
 
+        options = {
+            "processors": args.processors,
+            "redis_url": args.redis_url,
+            "postgres_url": args.postgres_url,
+        }
+        given = {name: value for name, value in options.items() if value is not None}
+        distributed = Distributed(**given) if args.distributed else None
+        if given and distributed is None:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise PulseboardError(f"{flags}: only with --distributed")
         return run_pipeline_bench(
             events=args.events,
             as_json=args.json,
@@ -259,6 +275,7 @@ def _bench(args: argparse.Namespace) -> int:
             producers=args.producers,
             freshness_rate=args.rate,
             freshness_s=args.duration,
+            distributed=distributed,
         )
     from pulseboard.benchmarks.engine import run_engine_bench
 
@@ -272,22 +289,20 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from pulseboard.admin import run_reconcile
-    from pulseboard.config import load_config
-    from pulseboard.server import with_data_dir
+    from pulseboard import admin
 
-    return run_reconcile(with_data_dir(load_config(args.config), args.data_dir), sys.stdout)
+    stores = admin.operator_stores(args.config, args.data_dir)
+    return admin.run_reconcile(stores, sys.stdout)
 
 
 def _dlq(args: argparse.Namespace) -> int:
     from pulseboard import admin
 
+    stores = admin.operator_stores(args.config, args.data_dir)
     if args.dlq_command == "list":
-        return admin.run_dlq_list(
-            _data_dir(args), limit=args.limit, as_json=args.json, out=sys.stdout
-        )
+        return admin.run_dlq_list(stores, limit=args.limit, as_json=args.json, out=sys.stdout)
     return admin.run_dlq_replay(
-        _data_dir(args),
+        stores,
         url=args.url.rstrip("/"),
         api_key=args.api_key,
         limit=args.limit,
@@ -299,13 +314,12 @@ def _dlq(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     from pulseboard import admin
 
+    stores = admin.operator_stores(args.config, args.data_dir)
     if args.keys_command == "create":
-        return admin.run_keys_create(
-            _data_dir(args, create=True), args.scope, args.name, sys.stdout
-        )
+        return admin.run_keys_create(stores, args.scope, args.name, sys.stdout)
     if args.keys_command == "list":
-        return admin.run_keys_list(_data_dir(args), sys.stdout)
-    return admin.run_keys_revoke(_data_dir(args), args.key_id, sys.stdout, sys.stderr)
+        return admin.run_keys_list(stores, sys.stdout)
+    return admin.run_keys_revoke(stores, args.key_id, sys.stdout, sys.stderr)
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -328,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # the stores log an outage when it starts and ends; the pool would at every reconnection
+    logging.getLogger("psycopg.pool").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         return _COMMANDS[args.command](args)
     except PulseboardError as exc:

@@ -2,9 +2,10 @@
 the producer processes. It knows nothing of the workload's bodies or metrics; the benchmark
 passes them in.
 
-- :class:`BenchServer` runs ``pulseboard serve`` in its own process group on a free loopback
-  port and a throwaway data dir, reads ``/metrics`` and the CPU time of the API process and of
-  the processor, and stops the whole group.
+- :class:`BenchServer` runs the server on a free loopback port, each process in its own process
+  group: ``pulseboard serve`` on a throwaway data dir (embedded), or one ``serve --role api``
+  and N ``serve --role processor`` (distributed). It reads ``/metrics`` and the CPU time of
+  the API process and of the processors, and stops every group.
 - :class:`LiveWatcher` subscribes to one metric on ``/v1/live`` on a background thread and
   records every pushed value with its arrival time.
 - :class:`Crew` starts producer processes (spawn start method), waits until each has encoded
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,17 +55,39 @@ def free_port() -> int:
 
 
 class BenchServer:
-    """``pulseboard serve`` in its own process group on a throwaway data dir."""
+    """The server under test on a free loopback port, each process in its own process group.
 
-    def __init__(self, config_path: Path, workdir: Path) -> None:
+    Embedded (``processors`` 0): one ``pulseboard serve`` on a throwaway data dir, whose
+    processor is its child. Distributed (``processors`` N >= 1, a config whose stores are
+    Redis and PostgreSQL): one ``serve --role api`` and N ``serve --role processor``. Each
+    process logs to its own file in ``workdir``. ``proc`` is the process serving HTTP."""
+
+    def __init__(self, config_path: Path, workdir: Path, *, processors: int = 0) -> None:
+        if processors < 0:
+            raise ValueError(f"processors must be 0 (embedded) or more, got {processors}")
         self.host = "127.0.0.1"
         self.port = free_port()
         self.url = f"http://{self.host}:{self.port}"
-        self.log_path = workdir / "server.log"
-        command = [sys.executable, "-m", "pulseboard.cli", "serve", "--port", str(self.port)]
-        command += ["--config", str(config_path), "--data-dir", str(workdir / "data")]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
+        self.distributed = processors > 0
+        self.workdir = workdir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        serve = [sys.executable, "-m", "pulseboard.cli", "serve", "--config", str(config_path)]
+        http = [*serve, "--port", str(self.port)]
+        try:
+            if self.distributed:
+                self._start("api", [*http, "--role", "api"])
+                for i in range(1, processors + 1):
+                    self._start(f"processor_{i}", [*serve, "--role", "processor"])
+            else:
+                self._start("api", [*http, "--data-dir", str(workdir / "data")])
+        except BaseException:
+            self.stop()
+            raise
+        self.proc = self.processes["api"]
+
+    def _start(self, name: str, command: list[str]) -> None:
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -81,12 +104,21 @@ class BenchServer:
         finally:
             conn.close()
 
+    def exited(self) -> str | None:
+        """Which process exited and with what code, None while all run."""
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                return f"the {name.replace('_', ' ')} process exited with {proc.returncode}"
+        return None
+
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Poll ``/readyz`` until it answers 200; BenchError if the server exits or times out."""
+        """Poll ``/readyz`` until it answers 200; BenchError if a process exits or time runs
+        out. (Distributed: ready once the stores answer and one processor has reported.)"""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"the server exited with {self.proc.returncode}:\n{self.logs()}")
+            gone = self.exited()
+            if gone is not None:
+                raise BenchError(f"{gone}:\n{self.logs()}")
             try:
                 if self.get("/readyz")[0] == 200:
                     return
@@ -108,39 +140,107 @@ class BenchServer:
         return out
 
     def cpu_s(self) -> dict[str, float]:
-        """CPU seconds used so far by the API process and by its children (the processor)."""
-        children = _children(self.proc.pid)
-        return {
-            "api": _proc_cpu_s(self.proc.pid),
-            "processor": sum(_proc_cpu_s(pid) for pid in children),
-        }
+        """CPU seconds used so far: ``api``, ``processor`` (embedded: the API's children;
+        distributed: all processors together) and, distributed, ``processor_1`` .. N."""
+        api = self.processes["api"].pid
+        out = {"api": _proc_cpu_s(api)}
+        if not self.distributed:
+            out["processor"] = sum(_proc_cpu_s(pid) for pid in _children(api))
+            return out
+        each = {n: _proc_cpu_s(p.pid) for n, p in self.processes.items() if n != "api"}
+        out["processor"] = sum(each.values())
+        out.update(each)
+        return out
 
     def stop(self) -> None:
-        """SIGTERM to the group, then SIGKILL if it does not stop within 60 s."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
+        """SIGTERM to every group, then SIGKILL to those not stopped within 60 s; returns once
+        no process of any group is left (a processor child of the embedded API included)."""
+        for proc in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the processor child, same group
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        for proc in self.processes.values():
             try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                return
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+        deadline = time.monotonic() + 30
+        groups = [proc.pid for proc in self.processes.values()]
+        while groups and time.monotonic() < deadline:  # children left in a group
+            groups = [g for g in groups if _group_alive(g)]
             time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
 
     def logs(self) -> str:
-        """The last 4,000 characters of the server's log."""
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return "(no log)"
+        """The last 4,000 characters of each process's log."""
+        parts = []
+        for name in self.processes:
+            try:
+                text = (self.workdir / f"{name}.log").read_text(errors="replace")[-4000:]
+            except OSError:
+                text = "(no log)"
+            parts.append(text if len(self.processes) == 1 else f"[{name}]\n{text}")
+        return "\n".join(parts)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """While it lasts, SIGTERM and SIGHUP raise ``KeyboardInterrupt`` as Ctrl-C does, so the
+    caller's cleanup (stopping the server's process groups, which Ctrl-C on a terminal does
+    not reach) runs for them too. Only in the main thread; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def busy_seconds(stat_text: str, ticks_per_s: float) -> float:
+    """CPU seconds every CPU of the machine spent busy since boot, from the text of
+    ``/proc/stat`` (its ``cpu`` line: user, nice, system, idle, iowait, irq, softirq, steal;
+    everything but idle and iowait counts as busy)."""
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(f) for f in fields[1:9]]
+            return (sum(ticks) - ticks[3] - ticks[4]) / ticks_per_s
+    raise ValueError("no 'cpu' line in /proc/stat")
+
+
+def machine_busy_s() -> float:
+    """``busy_seconds`` of this machine now (0 where /proc is not available): with the CPU
+    time of the processes under test, it tells what other tenants of the machine took."""
+    try:
+        text = Path("/proc/stat").read_text()
+    except OSError:
+        return 0.0
+    return busy_seconds(text, os.sysconf("SC_CLK_TCK"))
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process (all its threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -293,7 +393,7 @@ def _produce(spec: ProducerSpec, start: Any, t0: Any, results: Any) -> None:
         poster = _Poster(spec.host, spec.port, spec.stamp)
         results.put(("ready", spec.label, None))
         start.wait()
-        cpu0 = _self_cpu_s()
+        cpu0 = own_cpu_s()
         acks: list[tuple[int, float]] = []
         posts: list[float] = []
         accepted = 0
@@ -317,16 +417,11 @@ def _produce(spec: ProducerSpec, start: Any, t0: Any, results: Any) -> None:
             "last_ack": acks[-1][1] if acks else first,
             "acks": acks,
             "post_s": posts,
-            "cpu_s": _self_cpu_s() - cpu0,
+            "cpu_s": own_cpu_s() - cpu0,
         }
         results.put(("done", spec.label, outcome))
     except Exception as exc:  # reported to the parent, which stops the run
         results.put(("error", spec.label, f"{type(exc).__name__}: {exc}"))
-
-
-def _self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class Crew:

@@ -19,7 +19,16 @@ Bodies are encoded before the clock starts; a producer only writes the current t
 each body before posting it (one ``bytes.replace``), so every event is on time and producers
 take little CPU from the server they share the machine with. Event ids are unique.
 
-The server process, the live client and the producer processes are in
+The server part is either embedded (one ``pulseboard serve``) or, with :class:`Distributed`,
+one ``serve --role api`` and N ``serve --role processor`` on a throwaway key prefix of a Redis
+and a throwaway database on a PostgreSQL server (:mod:`pulseboard.benchmarks.stores`); the
+phases are the same. Each phase also reports the CPU of every process, of this one and of the
+whole machine (what other tenants took), and, distributed, what Redis did (``INFO
+commandstats`` and ``cpu``, per 1,000 events). "Processed" is the API's
+``pulseboard_events_processed_total`` in both modes: in distributed mode the API sums the
+processors' reports into it.
+
+The server processes, the live client and the producer processes are in
 :mod:`pulseboard.benchmarks.harness`; this module holds the workload, the phases and the report.
 
 The baseline is plain msgspec JSON decoding of the same bytes in this process, measured before
@@ -45,8 +54,25 @@ from typing import Any, TextIO
 import msgspec
 import numpy as np
 
-from pulseboard.benchmarks.harness import BenchError, BenchServer, Crew, LiveWatcher, ProducerSpec
+from pulseboard.benchmarks.harness import (
+    BenchError,
+    BenchServer,
+    Crew,
+    LiveWatcher,
+    ProducerSpec,
+    interrupted_by_signals,
+    machine_busy_s,
+    own_cpu_s,
+)
+from pulseboard.benchmarks.stores import (
+    DEFAULT_POSTGRES_URL,
+    DEFAULT_REDIS_URL,
+    BenchStores,
+    RedisSample,
+    redis_usage,
+)
 from pulseboard.benchmarks.workload import make_event
+from pulseboard.config import mask_url
 
 BATCH_EVENTS = 1_000
 """Events per request: 999 shop events and one probe."""
@@ -202,15 +228,66 @@ def _specs(
     ]
 
 
-def _common(
-    server: BenchServer, crew: Crew, watch: _Watch, cpu_before: dict[str, float], wall_s: float
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """The meters at one moment (``at``, monotonic): events processed (``/metrics``), CPU
+    seconds by process (``bench``: this process; ``machine``: every CPU of the machine busy)
+    and, distributed, Redis's counters."""
+
+    at: float
+    processed: float
+    cpu_s: dict[str, float]
+    redis: RedisSample | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Meters:
+    """What a phase reads as it starts and ends: the server's ``/metrics`` and CPU times
+    and, distributed, what Redis counts (``stores``)."""
+
+    server: BenchServer
+    stores: BenchStores | None = None
+
+    def read(self) -> Reading:
+        redis = None if self.stores is None else self.stores.sample()
+        processed = self.server.telemetry()[_PROCESSED]
+        cpu = {**self.server.cpu_s(), "bench": own_cpu_s(), "machine": machine_busy_s()}
+        return Reading(time.monotonic(), processed, cpu, redis)
+
+
+def _cpu_between(before: Reading, after: Reading) -> dict[str, float]:
+    """CPU seconds by process between two readings (Redis's too, distributed)."""
+    cpu = {name: after.cpu_s[name] - before.cpu_s[name] for name in after.cpu_s}
+    if before.redis is not None and after.redis is not None:
+        cpu["redis"] = max(0.0, after.redis.cpu_s - before.redis.cpu_s)
+    return cpu
+
+
+def drain_stats(
+    start: Reading, end: Reading, done_s: float, processed_when_done: float
 ) -> dict[str, Any]:
-    """The fields both phases report."""
-    outcomes = crew.outcomes
-    cpu_after = server.cpu_s()
-    cpu = {name: round(cpu_after[name] - cpu_before[name], 2) for name in cpu_after}
+    """From ``start`` (the producers seen done) to ``done_s`` (the counter first showed
+    ``processed_when_done``): the rate at which the backlog was worked off with no ingest
+    competing, and the cores each process used from ``start`` to ``end``."""
+    seconds = done_s - start.at
+    left = max(0.0, processed_when_done - start.processed)
     return {
-        "events": sum(o["accepted"] for o in outcomes),
+        "seconds": round(seconds, 2),
+        "events": round(left),
+        "events_per_s": round(left / seconds) if seconds > 0 else None,
+        "cores": cores({**_cpu_between(start, end), "wall": end.at - start.at}),
+    }
+
+
+def _common(
+    meters: _Meters, crew: Crew, watch: _Watch, start: Reading, end: Reading, wall_s: float
+) -> dict[str, Any]:
+    """The fields both phases report (distributed: also what Redis did)."""
+    outcomes = crew.outcomes
+    cpu = {name: round(end.cpu_s[name] - start.cpu_s[name], 2) for name in end.cpu_s}
+    events = sum(o["accepted"] for o in outcomes)
+    common: dict[str, Any] = {
+        "events": events,
         "events_processed": round(watch.processed),
         "producers": len(outcomes),
         "responses_503": sum(o["unavailable"] for o in outcomes),
@@ -223,68 +300,100 @@ def _common(
             "wall": round(wall_s, 2),
         },
     }
+    busy = {name: s for name, s in common["cpu_s"].items() if name != "wall"}
+    if start.redis is not None and end.redis is not None:
+        common["redis"] = redis_usage(start.redis, end.redis, events, own={"info": 1})
+        busy["redis"] = common["redis"]["cpu_s"]
+    common["cpu_us_per_event"] = {
+        name: round(seconds * 1e6 / events, 2) if events else None for name, seconds in busy.items()
+    }
+    common["cores"] = cores({**busy, "wall": wall_s})
+    return common
+
+
+def cores(cpu_s: dict[str, float]) -> dict[str, float]:
+    """CPU seconds by process over ``cpu_s["wall"]`` seconds as cores used, plus ``others``:
+    what the machine was busy with beyond the processes measured (``api``, ``processor``
+    (all of them), ``producers``, ``redis``, ``bench``), i.e. other tenants of the machine."""
+    wall = cpu_s["wall"]
+    if wall <= 0:
+        return {}
+    out = {name: round(s / wall, 2) for name, s in cpu_s.items() if name != "wall"}
+    if "machine" in cpu_s:
+        ours = sum(cpu_s.get(n, 0.0) for n in ("api", "processor", "producers", "redis", "bench"))
+        out["others"] = round(max(0.0, cpu_s["machine"] - ours) / wall, 2)
+    return out
 
 
 def _wait_processed(
-    server: BenchServer, crew: Crew, watch: _Watch, before: float, timeout_s: float
-) -> float:
+    meters: _Meters, crew: Crew, watch: _Watch, before: float, timeout_s: float
+) -> tuple[float, Reading | None]:
     """Poll until the producers are done and everything they had accepted is processed;
-    returns the monotonic time at which that was first seen."""
+    returns the monotonic time at which that was first seen and the meters as the producers
+    were seen done with a backlog left (None if there was none)."""
+    server = meters.server
     deadline = time.monotonic() + timeout_s
+    drain: Reading | None = None
     while True:
         crew.collect(0.1)
         processed = watch.sample(server, before)
         now = time.monotonic()
-        if crew.done and processed >= sum(o["accepted"] for o in crew.outcomes):
-            return now
+        if crew.done:
+            if processed >= sum(o["accepted"] for o in crew.outcomes):
+                return now, drain
+            if drain is None:
+                drain = meters.read()
         if now > deadline:
             raise BenchError(
                 f"after {timeout_s:.0f} s, {processed:.0f} events were processed and "
                 f"{len(crew.outcomes)} of {len(crew.specs)} producers had finished"
             )
-        if server.proc.poll() is not None:
-            raise BenchError(f"the server exited with {server.proc.returncode}")
+        gone = server.exited()
+        if gone is not None:
+            raise BenchError(gone)
 
 
-def throughput_phase(server: BenchServer, events: int, producers: int) -> dict[str, Any]:
+def throughput_phase(meters: _Meters, events: int, producers: int) -> dict[str, Any]:
     """Post ``events`` (whole batches) flat out; end to end and ingest-only rates."""
+    server = meters.server
     batches = max(1, math.ceil(events / BATCH_EVENTS))
     crew = Crew(_specs(server, "t", batches, producers, None))
     try:
         crew.prepare()
         watch = _Watch()
-        before = server.telemetry()[_PROCESSED]
-        cpu_before = server.cpu_s()
+        before = meters.read()
         start = crew.go()
-        end = _wait_processed(server, crew, watch, before, 120.0 + events / 5_000)
+        end, drain = _wait_processed(meters, crew, watch, before.processed, 120.0 + events / 5_000)
+        after = meters.read()
     finally:
         crew.close()
-    common = _common(server, crew, watch, cpu_before, end - start)
+    common = _common(meters, crew, watch, before, after, end - start)
     accepted = common["events"]
     last_ack = max(o["last_ack"] for o in crew.outcomes)
-    return {
+    out = {
         "events_per_s": round(accepted / (end - start)),
         "seconds": round(end - start, 3),
         "ingest_events_per_s": round(accepted / (last_ack - start)),
         "ingest_seconds": round(last_ack - start, 3),
         **common,
     }
+    if drain is not None:
+        out["drain"] = drain_stats(drain, after, end, before.processed + accepted)
+    return out
 
 
-def freshness_phase(
-    server: BenchServer, rate: int, seconds: float, producers: int
-) -> dict[str, Any]:
+def freshness_phase(meters: _Meters, rate: int, seconds: float, producers: int) -> dict[str, Any]:
     """Post at ``rate`` events/s for ``seconds``; time from each 202 to its live push."""
+    server = meters.server
     batches = max(producers, round(rate * seconds / BATCH_EVENTS))
     crew = Crew(_specs(server, "f", batches, producers, rate / BATCH_EVENTS))
     try:
         crew.prepare()
         watch = _Watch()
-        before = server.telemetry()[_PROCESSED]
-        cpu_before = server.cpu_s()
+        before = meters.read()
         with LiveWatcher(server.url, FRESHNESS_METRIC) as live:
             start = crew.go(lead_s=0.2)
-            end = _wait_processed(server, crew, watch, before, 120.0 + seconds * 2)
+            end, _ = _wait_processed(meters, crew, watch, before.processed, 120.0 + seconds * 2)
             expected = {o["label"]: o["batches"] for o in crew.outcomes}
             deadline = time.monotonic() + 10.0
             while time.monotonic() < deadline and live.error is None:
@@ -294,6 +403,7 @@ def freshness_phase(
                 time.sleep(0.05)
             if live.error is not None:
                 raise BenchError(f"the live WebSocket failed: {live.error}")
+        after = meters.read()
     finally:
         crew.close()
     latencies: list[float] = []
@@ -303,7 +413,7 @@ def freshness_phase(
         found = latencies_ms(outcome["acks"], seen)
         latencies.extend(found)
         unseen += len(outcome["acks"]) - len(found)
-    common = _common(server, crew, watch, cpu_before, end - start)
+    common = _common(meters, crew, watch, before, after, end - start)
     last_ack = max(o["last_ack"] for o in crew.outcomes)
     return {
         "freshness_ms": _percentiles(latencies),
@@ -320,6 +430,17 @@ def freshness_phase(
 # --- the command ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Distributed:
+    """Run the server as one ``serve --role api`` and ``processors`` ``serve --role processor``
+    processes on a throwaway key prefix of the Redis at ``redis_url`` and a throwaway database
+    on the PostgreSQL server at ``postgres_url`` (both on this machine)."""
+
+    processors: int = 1
+    redis_url: str = DEFAULT_REDIS_URL
+    postgres_url: str = DEFAULT_POSTGRES_URL
+
+
 def run_pipeline_bench(
     events: int | None,
     as_json: bool,
@@ -329,11 +450,15 @@ def run_pipeline_bench(
     freshness_rate: int = FRESHNESS_RATE,
     freshness_s: float = FRESHNESS_S,
     config_path: Path = CONFIG_PATH,
+    distributed: Distributed | None = None,
 ) -> int:
     """Run both phases against a fresh server and print the report; returns 0.
 
-    ``events`` (default 2,000,000) is rounded up to whole batches of 1,000. The server, its
-    data dir and the producers are gone when this returns, whatever happened."""
+    ``events`` (default 2,000,000) is rounded up to whole batches of 1,000. The server (every
+    process of it), its data dir, the producers and, distributed, the Redis keys and the
+    database are gone when this returns, whatever happened (SIGTERM and SIGHUP included)."""
+    if distributed is not None and distributed.processors < 1:
+        raise BenchError(f"--processors must be at least 1, got {distributed.processors}")
     events = events or DEFAULT_EVENTS
     load = os.getloadavg()[0]
     baseline_bodies = [
@@ -343,22 +468,47 @@ def run_pipeline_bench(
     baselines = [decode_baseline(baseline_bodies, passes=5)]
     workdir = Path(tempfile.mkdtemp(prefix="pulseboard-bench-"))
     server = None
+    stores = None
     try:
-        server = BenchServer(config_path, workdir)
-        server.wait_ready()
-        throughput = throughput_phase(server, events, producers)
-        freshness = freshness_phase(server, freshness_rate, freshness_s, producers)
-        final = server.telemetry()
+        with interrupted_by_signals():
+            server_config = config_path
+            if distributed is not None:
+                stores = BenchStores(distributed.redis_url, distributed.postgres_url)
+                server_config = workdir / config_path.name
+                server_config.write_text(stores.config_text(config_path.read_text()))
+            processors = 0 if distributed is None else distributed.processors
+            server = BenchServer(server_config, workdir, processors=processors)
+            server.wait_ready()
+            if stores is not None:
+                stores.wait_processors(processors, server.exited)
+            meters = _Meters(server, stores)
+            throughput = throughput_phase(meters, events, producers)
+            freshness = freshness_phase(meters, freshness_rate, freshness_s, producers)
+            final = server.telemetry()
     except BenchError as exc:
-        logs = server.logs() if server is not None else ""
-        raise BenchError(f"{exc}\n--- server log (tail) ---\n{logs}") from exc
+        if server is None:
+            raise
+        raise BenchError(f"{exc}\n--- server log (tail) ---\n{server.logs()}") from exc
     finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            if server is not None:
+                server.stop()
+        finally:
+            if stores is not None:
+                stores.close()
+            shutil.rmtree(workdir, ignore_errors=True)
     baselines.append(decode_baseline(baseline_bodies, passes=5))
     report = _report(throughput, freshness, baselines, final, config_path)
     report["machine"]["load_average_1m"] = round(load, 2)
+    if distributed is not None and stores is not None:
+        name = report.pop("name")
+        report = {"name": name, "mode": "distributed", "processors": processors, **report}
+        report["stores"] = {
+            "redis": mask_url(distributed.redis_url),
+            "redis_version": stores.redis_version,
+            "redis_clients_before": stores.connected_clients,
+            "postgresql": mask_url(distributed.postgres_url),
+        }
     out.write(json.dumps(report, indent=None if as_json else 2) + "\n")
     return 0
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pulseboard import admin
 from pulseboard.cli import main
+from tests.conftest import SHOP_YAML
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,3 +39,96 @@ def test_engine_bench_reports_json(workers: int, capsys: pytest.CaptureFixture[s
     assert report["baseline"]["events_per_s"] == max(r["baseline"] for r in report["rounds"])
     assert report["ratio"] == pytest.approx(best / report["baseline"]["events_per_s"], rel=0.01)
     assert set(report["stage_ns_per_event"]) == {"check", "decode_columns", "aggregate"}
+
+
+# --- operator commands: the stores a config names -------------------------------------------
+
+
+def write_config(tmp_path: Path, storage: str) -> Path:
+    path = tmp_path / "pulseboard.yaml"
+    path.write_text(f"storage: {storage}\n{SHOP_YAML}")
+    return path
+
+
+DISTRIBUTED = (
+    "{log: 'redis://127.0.0.1:6399/0', hot: 'redis://127.0.0.1:6399/0', "
+    "history: 'postgresql://pb:secret@127.0.0.1:5499/pb'}"
+)
+
+
+def test_keys_on_a_data_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "data")
+    assert main(["keys", "create", "--data-dir", data, "--scope", "read", "--name", "ci"]) == 0
+    key = capsys.readouterr().out.strip()
+    key_id = key.split("_")[1]
+    assert main(["keys", "list", "--data-dir", data]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"{key_id} read active created ") and line.endswith(" ci")
+    assert main(["keys", "revoke", "--data-dir", data, key_id]) == 0
+    assert capsys.readouterr().out == f"revoked {key_id}\n"
+    assert main(["keys", "revoke", "--data-dir", data, key_id]) == 1
+    assert capsys.readouterr().err == f"no active key {key_id!r}\n"
+    assert main(["keys", "list", "--data-dir", data]) == 0
+    assert f"{key_id} read revoked " in capsys.readouterr().out
+
+
+def test_only_keys_create_makes_the_data_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing"
+    for args in (["dlq", "list"], ["keys", "list"], ["keys", "revoke", "abc"]):
+        assert main([*args, "--data-dir", str(missing)]) == 1
+        assert capsys.readouterr().err == (
+            f"pulseboard {args[0]}: no data directory at {missing}; "
+            "name a server's with --data-dir or --config\n"
+        )
+    assert not missing.exists()
+    assert main(["keys", "create", "--data-dir", str(missing), "--scope", "ingest"]) == 0
+    assert missing.is_dir()
+    capsys.readouterr()
+    assert main(["dlq", "list", "--data-dir", str(missing)]) == 0
+    assert capsys.readouterr().out == "0 shown, 0 not replayed\n"
+
+
+def test_an_embedded_config_names_its_data_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "from-config"
+    config = write_config(tmp_path, f"{{data_dir: '{data}'}}")
+    assert main(["keys", "create", "--config", str(config), "--scope", "read"]) == 0
+    assert (data / "meta.db").is_file()
+    capsys.readouterr()
+    assert main(["reconcile", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == f"nothing has been processed in {data} yet\n"
+    other = tmp_path / "other"
+    assert main(["reconcile", "--config", str(config), "--data-dir", str(other)]) == 0
+    assert capsys.readouterr().out == f"nothing has been processed in {other} yet\n"
+
+
+def test_the_config_chooses_the_operator_stores(tmp_path: Path) -> None:
+    distributed = write_config(tmp_path, DISTRIBUTED)
+    stores = admin.operator_stores(str(distributed), None)  # nothing is opened yet
+    assert isinstance(stores, admin.DistributedStores)
+    assert stores.config.storage.history.endswith("127.0.0.1:5499/pb")
+    embedded = write_config(tmp_path, "{data_dir: here}")
+    stores = admin.operator_stores(str(embedded), None)
+    assert isinstance(stores, admin.EmbeddedStores) and stores.data_dir == Path("here")
+    stores = admin.operator_stores(str(embedded), "there")
+    assert isinstance(stores, admin.EmbeddedStores) and stores.data_dir == Path("there")
+    stores = admin.operator_stores(None, None)
+    assert isinstance(stores, admin.EmbeddedStores) and stores.data_dir == Path("pulseboard-data")
+
+
+def test_operator_commands_refuse_what_the_config_cannot_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    distributed = write_config(tmp_path, DISTRIBUTED)
+    assert main(["reconcile", "--config", str(distributed), "--data-dir", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pulseboard reconcile: --data-dir names an embedded data directory")
+    assert "leave --data-dir out" in err
+    mixed = write_config(tmp_path, "{history: 'postgresql://pb:secret@db/pb'}")
+    assert main(["keys", "list", "--config", str(mixed)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pulseboard keys: invalid configuration:")
+    assert "storage.log: 'sqlite'" in err and "secret" not in err
