@@ -103,6 +103,10 @@ class DistributedService(PipelineSource):
         self._report_at: dict[str, int] = {}
         self._backlog_events = 0
         self._appended_at_poll = 0
+        self._counted: dict[str, dict[str, Any]] = {}
+        """The last report of each processor whose counters are summed now."""
+        self._retired: dict[str, int] = {}
+        """Summed counters of processors no longer reporting (as last seen)."""
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -269,7 +273,10 @@ class DistributedService(PipelineSource):
         self._backlog_events = backlog.events
         self._appended_at_poll = self.writer.appended_events
         wall, limit_ms = now_ms(), self._stale_limit_s() * 1000
-        stats: dict[str, Any] = {}
+        # counters: those of the processors reporting, plus the last ones seen of processors
+        # that stopped or died, so that a summed counter never goes down
+        stats: dict[str, Any] = dict(self._retired)
+        counted: dict[str, dict[str, Any]] = {}
         for consumer, (at, report) in reports.items():
             if self._report_at.get(consumer, at) != at:
                 self.last_tick_at = time.monotonic()
@@ -278,10 +285,17 @@ class DistributedService(PipelineSource):
                 self.reports.drop(consumer)
             if wall - at > limit_ms * 10:  # a dead processor's frozen counters
                 continue
+            counted[consumer] = report
             for key in _SUMMED:
                 stats[key] = stats.get(key, 0) + report.get(key, 0)
             for key in _MAXED:
                 stats[key] = max(stats.get(key, 0), report.get(key, 0))
+        for consumer in self._counted.keys() - counted.keys():
+            for key in _SUMMED:
+                gone = self._counted[consumer].get(key, 0)
+                self._retired[key] = self._retired.get(key, 0) + gone
+                stats[key] = stats.get(key, 0) + gone
+        self._counted = counted
         stats["backlog_events"] = backlog.events
         stats["backlog_entries"] = backlog.entries
         footprint = self.hot.footprint()  # the shared open windows, not one processor's

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from websockets.sync.client import connect
 
 from pulseboard.adapters.redis_conn import RedisSettings
 from pulseboard.adapters.redis_hot import RedisHotStore
+from pulseboard.adapters.redis_reports import RedisProcessorReports
 from pulseboard.config import load_config
 from tests.unit.test_openapi import component, schema_errors
 
@@ -422,6 +424,41 @@ def test_two_api_processes_share_dashboards(
     assert again.status_code == 412
     assert httpx.delete(f"{two.url}/v1/dashboards/shared", timeout=10).status_code == 204
     assert httpx.get(f"{one.url}/v1/dashboards/shared", timeout=10).status_code == 404
+
+
+def processed(url: str) -> int:
+    """``pulseboard_events_processed_total`` of an API process's ``/metrics``."""
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("pulseboard_events_processed_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no pulseboard_events_processed_total in /metrics")
+
+
+def test_summed_counters_never_go_down_when_a_processor_stops(
+    tmp_path: Path, redis_url: str, pg_url: str, start: Start
+) -> None:
+    config = write_config(tmp_path, redis_url, pg_url)
+    api = start(config, "api")
+    processors = [start(config, "processor"), start(config, "processor")]
+    ahead = now_ms() + 20_000
+    for n in range(10):  # ten log entries, shared by the two processors
+        assert post(api.url, [order(10 * n + i, ahead) for i in range(4)]).status_code == 202
+    wait_for("40 events processed", lambda: processed(api.url) == 40)
+    reports = RedisProcessorReports(RedisSettings.from_url(load_config(config).storage.log))
+    try:
+
+        def events_of(proc: Proc) -> int:
+            _, stats = reports.all().get(f"{socket.gethostname()}:{proc.proc.pid}", (0, {}))
+            return int(stats.get("events", 0))
+
+        busy = wait_for("a processor that committed", lambda: max(processors, key=events_of))
+        assert events_of(busy) > 0
+        assert busy.stop() == 0  # a clean stop removes its report
+        assert events_of(busy) == 0
+    finally:
+        reports.close()
+    assert post(api.url, [order(100 + i, ahead) for i in range(10)]).status_code == 202
+    wait_for("50 events processed", lambda: processed(api.url) == 50)
 
 
 def test_role_all_runs_an_api_and_its_processor(
