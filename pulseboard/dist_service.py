@@ -69,6 +69,9 @@ from pulseboard.service import (
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+FOOTPRINT_EVERY_S = 10.0
+"""How often the pipeline page's per-metric label sets and state bytes are read from Redis (the
+embedded processor measures them at its checkpoints, every 10 s)."""
 _SUMMED = ("events", "batches", "invalid", "late", "reconciled", "redelivered", "claimed")
 _MAXED = ("backlog_entries", "backlog_events", "lag_s", "tick_ms", "rss_bytes")
 
@@ -103,6 +106,8 @@ class DistributedService(PipelineSource):
         self._report_at: dict[str, int] = {}
         self._backlog_events = 0
         self._appended_at_poll = 0
+        self._footprint: dict[str, tuple[int, int]] = {}
+        self._footprint_at = -FOOTPRINT_EVERY_S
         self._counted: dict[str, dict[str, Any]] = {}
         """The last report of each processor whose counters are summed now."""
         self._retired: dict[str, int] = {}
@@ -298,9 +303,12 @@ class DistributedService(PipelineSource):
         self._counted = counted
         stats["backlog_events"] = backlog.events
         stats["backlog_entries"] = backlog.entries
-        footprint = self.hot.footprint()  # the shared open windows, not one processor's
-        stats["label_sets"] = {name: labels for name, (labels, _) in footprint.items()}
-        stats["state_bytes"] = {name: size for name, (_, size) in footprint.items()}
+        if time.monotonic() >= self._footprint_at + FOOTPRINT_EVERY_S:
+            # the shared open windows, not one processor's; it reads every bucket: not per tick
+            self._footprint = self.hot.footprint()
+            self._footprint_at = time.monotonic()
+        stats["label_sets"] = {name: labels for name, (labels, _) in self._footprint.items()}
+        stats["state_bytes"] = {name: size for name, (_, size) in self._footprint.items()}
         self.stats = stats
 
     # --- state ---------------------------------------------------------------------------------
