@@ -235,8 +235,12 @@ class DistributedService(PipelineSource):
             self._loop.call_soon_threadsafe(self._apply, payloads)
 
     def _apply(self, payloads: dict[str, bytes]) -> None:
-        """On the event loop: keep the new values and push them to their subscribers."""
+        """On the event loop: keep the new values and push those that changed to their
+        subscribers. (Two processors' tick messages close together both find the later one's
+        value: it is pushed once.)"""
         for name, body in payloads.items():
+            if self.current.get(name) == body:
+                continue
             self.current[name] = body
             self.hub.publish(name, body.decode())
 

@@ -143,6 +143,19 @@ class LiveClient(threading.Thread):
                 return {labels_key(v["labels"]): v["value"] for v in values}
         return {}
 
+    def repeats(self) -> list[dict[str, Any]]:
+        """Messages identical to the previous one of the same metric."""
+        last: dict[str, dict[str, Any]] = {}
+        out = []
+        with self.lock:
+            for message in self.messages:
+                name = message.get("metric")
+                if isinstance(name, str):
+                    if last.get(name) == message:
+                        out.append(message)
+                    last[name] = message
+        return out
+
     def close(self) -> None:
         if self.ws is not None:
             self.ws.close()
@@ -272,6 +285,8 @@ def test_a_cluster_through_a_processor_crash_and_a_redis_restart_equals_the_orac
             sent = "\n".join(f"late: {e}" for e in late) + stored(pg_url, problems)
             assert problems == [], f"from {api.url}: {sent}\n" + report(problems, nodes.logs())
         assert all(client.error is None for client in live), [c.error for c in live]
+        for client in live:  # three processors tick, but a value is pushed once
+            assert client.repeats() == [], f"{client.name} got a value twice in a row"
         assert all(p.alive() for p in nodes.apis + nodes.processors), nodes.logs()
     finally:
         producers.stopping.set()
