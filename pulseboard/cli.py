@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -348,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except PulseboardError as exc:
         print(f"pulseboard {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # the reader of our output went away (`… | head`): stop quietly, and point stdout at
+        # nothing so that the interpreter's last flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pulseboard import admin
+from pulseboard.adapters.sqlite import LOG_FILE
+from pulseboard.adapters.sqlite_log import Append, DeadLetter, SqliteLogWriter
 from pulseboard.cli import main
 from tests.conftest import SHOP_YAML
 
@@ -132,3 +137,31 @@ def test_operator_commands_refuse_what_the_config_cannot_serve(
     err = capsys.readouterr().err
     assert err.startswith("pulseboard keys: invalid configuration:")
     assert "storage.log: 'sqlite'" in err and "secret" not in err
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(tmp_path: Path) -> None:
+    dead = [
+        DeadLetter(1_000 + i, 0, f"e{i}", "events[0]: not an object", b"1") for i in range(3_000)
+    ]
+
+    async def write() -> None:
+        writer = SqliteLogWriter(tmp_path / LOG_FILE)
+        try:
+            await writer.append(Append(1_000, 0, 0, 0, None, tuple(dead)))
+        finally:
+            writer.close()
+
+    asyncio.run(write())
+    args = ["dlq", "list", "--data-dir", str(tmp_path), "--limit", "3000", "--json"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "pulseboard.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert json.loads(proc.stdout.readline())["event_id"] == "e0"
+        proc.stdout.close()  # as `| head -1` does
+        errors = proc.stderr.read().decode()
+        proc.wait(60)
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
+    assert proc.returncode == 1
