@@ -199,8 +199,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> int:
     from pulseboard.config import run_check
+    from pulseboard.server import check_storage
 
-    return run_check(args.config, sys.stdout, sys.stderr)
+    return run_check(args.config, sys.stdout, sys.stderr, check_storage)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -363,15 +363,20 @@ def summarize(config: Config) -> str:
     return "\n".join(lines)
 
 
-def run_check(path: str, out: TextIO, err: TextIO) -> int:
+def run_check(
+    path: str, out: TextIO, err: TextIO, serving: Callable[[Config], object] | None = None
+) -> int:
     """What ``pulseboard check FILE`` does; returns the exit code.
 
     A valid file: ``FILE: OK`` and :func:`summarize` on ``out``, exit 0. An invalid one: a
     header line, then every problem on its own line (indented, location first) on ``err``,
-    exit 1.
+    exit 1. ``serving`` (``server.check_storage``) checks what only serving the file needs,
+    raising ``ConfigError`` as the file's own checks do.
     """
     try:
         config = load_config(path)
+        if serving is not None:
+            serving(config)
     except ConfigError as exc:
         count = _plural(len(exc.problems), "problem")
         err.write(f"{path}: invalid configuration, {count}:\n")

@@ -116,6 +116,13 @@ def _check_distributed(values: dict[str, str]) -> str:
             f"{mask_url(log_url)!r}; the log and the hot store must be one Redis (the same "
             "URL): a commit acknowledges log entries and applies them in one step"
         )
+    else:
+        from pulseboard.adapters.redis_conn import RedisSettings, RedisUrlError
+
+        try:
+            RedisSettings.from_url(log_url)  # its options and prefix
+        except RedisUrlError as exc:
+            problems.append(f"storage.log: {exc}")
     if not history_url.startswith("postgresql://"):
         problems.append(
             f"storage.history: {mask_url(history_url)!r}: the distributed mode (a server URL "

@@ -165,3 +165,27 @@ def test_output_cut_short_by_its_reader_ends_quietly(tmp_path: Path) -> None:
         proc.wait(60)
     assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
     assert proc.returncode == 1
+
+
+def test_check_refuses_store_settings_that_serve_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = "events: {e: {fields: {}}}\nmetrics: [{name: n, event: e, agg: count, window: 1m}]\n"
+    for storage, problem in (
+        (
+            "{log: 'redis://h/0?prefx=a:', hot: 'redis://h/0?prefx=a:', history: 'postgresql://h/d'}",
+            "storage.log: invalid Redis URL redis://h/0?prefx=a:: unknown option 'prefx'",
+        ),
+        (
+            "{log: 'redis://h/0', hot: memory, history: 'postgresql://h/d'}",
+            "storage.hot: 'memory': the distributed mode",
+        ),
+    ):
+        path = tmp_path / "pulseboard.yaml"
+        path.write_text(f"storage: {storage}\n{body}")
+        assert main(["check", str(path)]) == 1
+        assert problem in capsys.readouterr().err
+    path.write_text(
+        f"storage: {{log: 'redis://h/0', hot: 'redis://h/0', history: 'postgresql://h/d'}}\n{body}"
+    )
+    assert main(["check", str(path)]) == 0
