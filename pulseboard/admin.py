@@ -113,15 +113,9 @@ def operator_stores(config_path: str | None, data_dir: str | None) -> OperatorSt
         return EmbeddedStores(Path(StorageSpec().data_dir if data_dir is None else data_dir))
     from pulseboard.server import DISTRIBUTED, check_storage, with_data_dir
 
-    config = load_config(config_path)
+    config = with_data_dir(load_config(config_path), data_dir)
     if check_storage(config) == DISTRIBUTED:
-        if data_dir is not None:
-            raise PulseboardError(
-                f"--data-dir names an embedded data directory, but {config_path} keeps its data "
-                "in Redis and PostgreSQL (storage.log, storage.history); leave --data-dir out"
-            )
         return DistributedStores(config)
-    config = with_data_dir(config, data_dir)
     return EmbeddedStores(Path(config.storage.data_dir), config)
 
 

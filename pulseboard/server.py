@@ -33,9 +33,15 @@ def is_loopback(host: str) -> bool:
 
 
 def with_data_dir(config: Config, data_dir: str | None) -> Config:
-    """``config`` with ``storage.data_dir`` replaced when ``data_dir`` is given."""
+    """``config`` with ``storage.data_dir`` replaced when ``data_dir`` is given (``--data-dir``);
+    ``PulseboardError`` for a config of the distributed mode, which keeps no data there."""
     if data_dir is None:
         return config
+    if any("://" in url for url in (config.storage.log, config.storage.hot)):
+        raise PulseboardError(
+            "--data-dir names an embedded data directory, but this config keeps its data in "
+            "Redis and PostgreSQL (storage.log, storage.history); leave --data-dir out"
+        )
     return dataclasses.replace(
         config, storage=dataclasses.replace(config.storage, data_dir=data_dir)
     )

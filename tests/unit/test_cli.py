@@ -189,3 +189,18 @@ def test_check_refuses_store_settings_that_serve_would(
         f"storage: {{log: 'redis://h/0', hot: 'redis://h/0', history: 'postgresql://h/d'}}\n{body}"
     )
     assert main(["check", str(path)]) == 0
+
+
+def test_serve_refuses_a_data_dir_beside_a_distributed_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "pulseboard.yaml"
+    path.write_text(
+        "storage: {log: 'redis://h/0', hot: 'redis://h/0', history: 'postgresql://h/d'}\n"
+        "events: {e: {fields: {}}}\nmetrics: [{name: n, event: e, agg: count, window: 1m}]\n"
+    )
+    args = ["serve", "--config", str(path), "--role", "api", "--data-dir", str(tmp_path)]
+    assert main(args) == 1
+    assert (
+        "pulseboard serve: --data-dir names an embedded data directory" in capsys.readouterr().err
+    )
