@@ -106,6 +106,7 @@ class DistributedService(PipelineSource):
         self._report_at: dict[str, int] = {}
         self._backlog_events = 0
         self._appended_at_poll = 0
+        self._postgres_down = False
         self._footprint: dict[str, tuple[int, int]] = {}
         self._footprint_at = -FOOTPRINT_EVERY_S
         self._counted: dict[str, dict[str, Any]] = {}
@@ -346,8 +347,14 @@ class DistributedService(PipelineSource):
         try:
             self.meta.get().ping()
             checks["postgresql"] = "ok"
+            if self._postgres_down:
+                log.warning("PostgreSQL reachable again")
+            self._postgres_down = False
         except StoreUnavailable as exc:
             checks["postgresql"] = f"unreachable: {exc}"
+            if not self._postgres_down:  # logged once an outage, as Redis's
+                log.error("PostgreSQL unreachable (series, dashboards and new keys fail): %s", exc)
+            self._postgres_down = True
         if self.last_tick_at == 0.0:
             checks["processors"] = "no processor has reported since this API process started"
         elif time.monotonic() - self.last_tick_at > self._stale_limit_s():

@@ -354,6 +354,7 @@ def test_postgres_outage_keeps_ingest_and_history_catches_up(
         checks = ready.json()["checks"]
         assert checks["postgresql"].startswith("unreachable: cannot reach the PostgreSQL store")
         assert checks["redis"] == "ok"
+        assert api.log().count("PostgreSQL unreachable") == 1  # logged once an outage
         wait_for("final windows waiting for history", lambda: hot.pending() != [])
         assert post(api.url, [order(6, now_ms() + 20_000)]).status_code == 202
         assert api.alive() and processor.alive()
