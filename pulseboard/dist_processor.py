@@ -352,10 +352,10 @@ class DistributedProcessor:
     def retain(self, now_ms: int | None = None) -> Retained | None:
         """Apply retention (under the lease; None when another processor holds it): log
         entries appended before ``retention.log`` (never one unacknowledged) and dead letters
-        as old, history windows
-        that ended before ``retention.history``, and consumers idle for ``takeover_after``
-        with nothing pending (stopped or dead processors whose entries were taken over); and
-        rolls up the hours of history that are final (``rollups.roll_up``)."""
+        as old, history windows that ended before ``retention.history``, and consumers idle
+        for ``takeover_after`` with nothing pending (stopped or dead processors whose entries
+        were taken over); and roll up the hours of history that are final
+        (``rollups.roll_up``)."""
         now = self._now() if now_ms is None else now_ms
         retention = self.config.pipeline.retention
 
