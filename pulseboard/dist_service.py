@@ -57,13 +57,8 @@ from pulseboard.events import EventDecoder
 from pulseboard.live import Hub
 from pulseboard.service import (
     HEARTBEAT_S,
-    MAX_ERRORS_LISTED,
     Counters,
-    IngestResult,
-    Overloaded,
     PipelineSource,
-    append_item,
-    count_checked,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +75,8 @@ class DistributedService(PipelineSource):
     """Everything behind the HTTP API of one API process of the distributed mode (see the
     module docstring). Satisfies ``service_port.ApiService``."""
 
+    behind = "the processors are"
+
     def __init__(self, config: Config, *, spawn_processor: bool = False, verbose: bool = False):
         self.config = config
         self.verbose = verbose
@@ -89,7 +86,7 @@ class DistributedService(PipelineSource):
         self.log_store = RedisEventLog(settings)
         self.hot = RedisHotStore(settings, config, client=self.log_store.client)
         self.reports = RedisProcessorReports(settings, client=self.log_store.client)
-        self.writer = RedisLogWriter(self.log_store)
+        self.writer: RedisLogWriter = RedisLogWriter(self.log_store)
         url = config.storage.history
         self.history: Lazy[PostgresHistory] = Lazy(lambda: PostgresHistory(url, pool_max=4))
         self.meta: Lazy[PostgresMeta] = Lazy(lambda: PostgresMeta(url))
@@ -371,30 +368,6 @@ class DistributedService(PipelineSource):
         return self._backlog_events + self.writer.appended_events - self._appended_at_poll
 
     # --- ingest --------------------------------------------------------------------------------
-
-    async def ingest(self, body: bytes, *, ndjson: bool) -> IngestResult:
-        """Validate ``body`` and append its good events to the Redis log; raises
-        ``DecodeError`` (400), ``Overloaded`` (503, nothing accepted)."""
-        if self.writer.refusing():
-            raise Overloaded(self.writer.error or "the log is unavailable", 5)
-        backlog, limit = self.backlog_events(), self.config.limits.max_backlog_events
-        if backlog > limit:
-            raise Overloaded(
-                f"the processors are {backlog} events behind (limits.max_backlog_events = {limit})",
-                2,
-            )
-        received = now_ms()
-        checked = self.decoder.check(body, received, lines=ndjson)
-        try:
-            await self.writer.append(append_item(checked, received))
-        except StoreUnavailable as exc:
-            raise Overloaded(str(exc), 5) from exc
-        count_checked(self.counters, checked)
-        errors = [
-            {"index": e.index, "id": e.id, "error": e.error}
-            for e in checked.errors[:MAX_ERRORS_LISTED]
-        ]
-        return IngestResult(checked.accepted, len(checked.errors), errors)
 
 
 class _LazyKeys:

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -83,13 +83,60 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
-class PipelineSource:
-    """The part of ``pipeline_stats.Source`` both services answer alike, from their ingest
-    counters, the processors' last reported stats, their live hub and staleness."""
+class LogWriter(Protocol):
+    """What ingest needs of a service's log writer (``SqliteLogWriter``,
+    ``dist_parts.RedisLogWriter``)."""
 
+    error: str | None
+
+    def refusing(self) -> bool:
+        """True while appends are refused (``error`` says why)."""
+        ...
+
+    async def append(self, item: Append) -> object:
+        """Append ``item`` durably; ``StoreUnavailable`` when it could not be."""
+        ...
+
+
+class PipelineSource:
+    """What both services do alike: ingest into their log writer, and the part of
+    ``pipeline_stats.Source`` answered from their ingest counters, the processors' last
+    reported stats, their live hub and staleness."""
+
+    config: Config
+    decoder: EventDecoder
+    writer: LogWriter
     counters: Counters
     stats: dict[str, Any]
     hub: Hub
+    behind = "the processor is"
+    """How the backlog refusal names who is behind."""
+
+    def backlog_events(self) -> int:
+        raise NotImplementedError
+
+    async def ingest(self, body: bytes, *, ndjson: bool) -> IngestResult:
+        """Validate ``body`` and make its good events durable; raises ``DecodeError`` (400),
+        ``Overloaded`` (503, nothing accepted)."""
+        if self.writer.refusing():
+            raise Overloaded(self.writer.error or "the event log cannot take writes", 5)
+        backlog, limit = self.backlog_events(), self.config.limits.max_backlog_events
+        if backlog > limit:
+            raise Overloaded(
+                f"{self.behind} {backlog} events behind (limits.max_backlog_events = {limit})", 2
+            )
+        received = now_ms()
+        checked = self.decoder.check(body, received, lines=ndjson)
+        try:
+            await self.writer.append(append_item(checked, received))
+        except StoreUnavailable as exc:
+            raise Overloaded(str(exc), 5) from exc
+        count_checked(self.counters, checked)
+        errors = [
+            {"index": e.index, "id": e.id, "error": e.error}
+            for e in checked.errors[:MAX_ERRORS_LISTED]
+        ]
+        return IngestResult(checked.accepted, len(checked.errors), errors)
 
     def stale(self) -> bool:
         raise NotImplementedError
@@ -117,7 +164,7 @@ class Service(PipelineSource):
         self.data_dir = data_dir
         self.verbose = verbose
         self.decoder = EventDecoder(config)
-        self.writer = SqliteLogWriter(data_dir / LOG_FILE)
+        self.writer: SqliteLogWriter = SqliteLogWriter(data_dir / LOG_FILE)
         self.state = SqliteState(data_dir / STATE_FILE, readonly=True)
         self.keys = SqliteKeys(data_dir / META_FILE)
         self.dashboards = SqliteDashboards(data_dir / META_FILE)
@@ -293,35 +340,6 @@ class Service(PipelineSource):
         payload = msgspec.json.decode(body)
         payload["stale"] = True
         return msgspec.json.encode(payload)
-
-    # --- ingest --------------------------------------------------------------------------------
-
-    async def ingest(self, body: bytes, *, ndjson: bool) -> IngestResult:
-        """Validate ``body`` and make its good events durable; raises ``DecodeError`` (400),
-        ``Overloaded`` (503, nothing accepted)."""
-        if self.writer.error is not None:
-            raise Overloaded(self.writer.error, 5)
-        if self.backlog_events() > self.config.limits.max_backlog_events:
-            raise Overloaded(
-                f"the processor is {self.backlog_events()} events behind "
-                f"(limits.max_backlog_events = {self.config.limits.max_backlog_events})",
-                2,
-            )
-        received = now_ms()
-        checked = self.decoder.check(body, received, lines=ndjson)
-        try:
-            await self.writer.append(append_item(checked, received))
-        except StoreUnavailable as exc:
-            raise Overloaded(str(exc), 5) from exc
-        self._count(checked)
-        errors = [
-            {"index": e.index, "id": e.id, "error": e.error}
-            for e in checked.errors[:MAX_ERRORS_LISTED]
-        ]
-        return IngestResult(checked.accepted, len(checked.errors), errors)
-
-    def _count(self, checked: Checked) -> None:
-        count_checked(self.counters, checked)
 
 
 def count_checked(counters: Counters, checked: Checked) -> None:

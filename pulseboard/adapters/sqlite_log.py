@@ -82,6 +82,10 @@ class SqliteLogWriter:
         self.on_commit: Any = None
         """Called on the writer thread after each commit with the last position."""
 
+    def refusing(self) -> bool:
+        """True once a commit failed (``error`` says how), until one succeeds."""
+        return self.error is not None
+
     async def append(self, item: Append) -> int:
         """Make ``item`` durable; returns the log position of its batch (0 if it had none)."""
         loop = asyncio.get_running_loop()
