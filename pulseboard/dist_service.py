@@ -324,15 +324,6 @@ class DistributedService(PipelineSource):
             return True
         return time.monotonic() - self.last_tick_at > self._stale_limit_s()
 
-    def current_body(self, name: str) -> bytes | None:
-        """The last current value of ``name`` received, marked stale when it is."""
-        body = self.current.get(name)
-        if body is None or not self.stale():
-            return body
-        payload = msgspec.json.decode(body)
-        payload["stale"] = True
-        return msgspec.json.encode(payload)
-
     def readiness(self) -> dict[str, str]:
         """``redis``, ``postgresql`` (one round trip each) and ``processors`` (blocking)."""
         checks: dict[str, str] = {}
@@ -366,8 +357,6 @@ class DistributedService(PipelineSource):
     def backlog_events(self) -> int:
         """The log's backlog at the last poll plus what this process appended since."""
         return self._backlog_events + self.writer.appended_events - self._appended_at_poll
-
-    # --- ingest --------------------------------------------------------------------------------
 
 
 class _LazyKeys:

@@ -108,6 +108,7 @@ class PipelineSource:
     writer: LogWriter
     counters: Counters
     stats: dict[str, Any]
+    current: dict[str, bytes]
     hub: Hub
     behind = "the processor is"
     """How the backlog refusal names who is behind."""
@@ -140,6 +141,16 @@ class PipelineSource:
 
     def stale(self) -> bool:
         raise NotImplementedError
+
+    def current_body(self, name: str) -> bytes | None:
+        """The last current value of ``name`` (its encoded ``GET /v1/metrics/{name}`` body),
+        marked stale when it is."""
+        body = self.current.get(name)
+        if body is None or not self.stale():
+            return body
+        payload = msgspec.json.decode(body)
+        payload["stale"] = True
+        return msgspec.json.encode(payload)
 
     def totals(self) -> tuple[int, int, int]:
         """This process's accepted and rejected events, the processors' processed events."""
@@ -331,15 +342,6 @@ class Service(PipelineSource):
         was appended since (an overestimate by at most one tick of appends)."""
         since = self.writer.appended_events - self._appended_at_tick
         return int(self.stats.get("backlog_events", 0)) + since
-
-    def current_body(self, name: str) -> bytes | None:
-        """The encoded current value of ``name``, marked stale when it is."""
-        body = self.current.get(name)
-        if body is None or not self.stale():
-            return body
-        payload = msgspec.json.decode(body)
-        payload["stale"] = True
-        return msgspec.json.encode(payload)
 
 
 def count_checked(counters: Counters, checked: Checked) -> None:
