@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, astuple, dataclass, field
 from typing import Any, TypeVar
@@ -57,9 +56,8 @@ from pulseboard.adapters.redis_reports import RedisProcessorReports
 from pulseboard.config import Config
 from pulseboard.events import Batch, EventDecoder
 from pulseboard.processor import current_payload
-from pulseboard.reconcile import recompute, span
+from pulseboard.reconcile import plan, recompute, span
 from pulseboard.rollups import roll_up
-from pulseboard.windows import windows_containing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -395,36 +393,16 @@ class DistributedProcessor:
         rows = self.hot.late_entries(LATE_BATCH)
         if not rows:
             return 0
-        retention = self.config.pipeline.retention.log_ms
-        # events of a window starting at s arrived at s - max_future or later, and the log
-        # keeps what arrived within retention.log: windows starting before this may have lost
-        # events
-        complete_from = now - retention + self.config.pipeline.max_future_ms
+        # final by the store's own final-through time: later events for these windows are
+        # refused by commits (they become late rows of their own)
         final_through = self.hot.final_through()
-        windows: dict[str, set[tuple[int, int]]] = defaultdict(set)
-        done: list[str] = []
-        expired = 0
-        for stream_id, row in rows:
-            spec = self.specs.get(row.metric)
-            if spec is None:  # the metric is gone from the config
-                done.append(stream_id)
-                continue
-            holding = windows_containing(row.time_ms, spec.window_ms, spec.every_ms)
-            if holding[0][0] < complete_from:
-                expired += 1
-                done.append(stream_id)
-                continue
-            # final by the store's own final-through time: later events for these windows
-            # are refused by commits (they become late rows of their own)
-            through = final_through.get(spec.name)
-            final = [w for w in holding if through is not None and w[1] <= through]
-            windows[spec.name].update(final)
-            # a sliding window holding it and still open gets it at a later run
-            if len(final) == len(holding):
-                done.append(stream_id)
-        windows = {name: spans for name, spans in windows.items() if spans}
+        todo = plan(self.config, [row for _, row in rows], now, final_through.get)
+        windows = todo.windows
+        done = [rows[i][0] for i in todo.done]
+        expired = todo.expired
         if windows:
             low, high = span(windows)
+            retention = self.config.pipeline.retention.log_ms
             entries = self.log.overlapping(low, high, now - retention)
             self.history.revise(recompute(self.config, entries, windows))
         # removed only once their windows are written: a crash in between reconciles again

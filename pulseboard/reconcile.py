@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,6 +61,52 @@ class Reconciled:
     """Late events kept pending because a sliding window holding them is still open."""
 
 
+@dataclass(slots=True)
+class Plan:
+    """What reconciling some late events takes: the final windows to recompute (metric ->
+    {(start, end)}, only metrics with some), which late events are done once those are
+    written (by their index in the events given), and how many of them expired."""
+
+    windows: dict[str, set[tuple[int, int]]]
+    done: list[int]
+    expired: int
+
+
+def plan(
+    config: Config,
+    late: Iterable[LateRow],
+    now_ms: int,
+    final_through: Callable[[str], int | None],
+) -> Plan:
+    """Sort late events: one whose metric left the config is done; one whose windows may have
+    left the log (the log keeps ``retention.log``) is done and expired; otherwise its windows
+    that are final (ending at or before ``final_through(metric)``, None: none is) are to be
+    recomputed, and it is done once all its windows are (a sliding window holding it and still
+    open gets it at a later run)."""
+    # events of a window starting at s arrived at s - max_future or later, and the log keeps
+    # what arrived within retention.log: windows starting before this may have lost events
+    complete_from = now_ms - config.pipeline.retention.log_ms + config.pipeline.max_future_ms
+    windows: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    done: list[int] = []
+    expired = 0
+    for i, row in enumerate(late):
+        spec = config.metric(row.metric)
+        if spec is None:
+            done.append(i)
+            continue
+        holding = windows_containing(row.time_ms, spec.window_ms, spec.every_ms)
+        if holding[0][0] < complete_from:
+            expired += 1
+            done.append(i)
+            continue
+        through = final_through(spec.name)
+        final = [w for w in holding if through is not None and w[1] <= through]
+        windows[spec.name].update(final)
+        if len(final) == len(holding):
+            done.append(i)
+    return Plan({name: spans for name, spans in windows.items() if spans}, done, expired)
+
+
 def reconcile(
     config: Config,
     log_reader: SqliteLogReader,
@@ -78,31 +124,12 @@ def reconcile(
         pending = state.pending_late()
     if not pending or stream_time_ms is None:
         return Reconciled(0, 0, 0, 0)
-    # events of a window starting at s arrived at s - max_future or later, and the log keeps
-    # what arrived within retention.log: windows starting before this may have lost events
-    complete_from = now_ms - config.pipeline.retention.log_ms + config.pipeline.max_future_ms
-    windows: dict[str, set[tuple[int, int]]] = defaultdict(set)
-    applied: list[LateRow] = []
-    expired = 0
     final_through = stream_time_ms - config.pipeline.lateness_ms
-    for row in pending:
-        spec = config.metric(row.metric)
-        if spec is None:
-            applied.append(row)  # the metric is gone from the config
-            continue
-        holding = windows_containing(row.time_ms, spec.window_ms, spec.every_ms)
-        if holding[0][0] < complete_from:
-            expired += 1
-            applied.append(row)
-            continue
-        final = [(start, end) for start, end in holding if end <= final_through]
-        windows[spec.name].update(final)
-        # a sliding window that holds the event and is still open gets it at a later run
-        if len(final) == len(holding):
-            applied.append(row)
-    windows = {name: spans for name, spans in windows.items() if spans}
-    rows = _recompute(config, log_reader, windows, through_pos) if windows else []
+    todo = plan(config, pending, now_ms, lambda _: final_through)
+    applied = [pending[i] for i in todo.done]
+    rows = _recompute(config, log_reader, todo.windows, through_pos) if todo.windows else []
     state.revise(rows, applied)
+    expired = todo.expired
     if expired:
         log.warning("%d late events were too old to reconcile from the log", expired)
     return Reconciled(len(applied) - expired, len(rows), expired, len(pending) - len(applied))
